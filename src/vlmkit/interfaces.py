@@ -1,0 +1,147 @@
+"""What each kind of component promises: base classes and the capability records the builder checks.
+
+A component is an ``nn.Module`` (or, for bridges, a plain object) whose constructor keyword arguments
+are its config. Each class can also *describe* itself from those keyword arguments alone, without
+allocating weights, through a ``describe`` classmethod returning one of the ``*Info`` records below.
+The builder uses these records to check that neighbouring slots fit before anything is built.
+
+Tensor layouts:
+- a vision encoder maps pixels ``(B, 3, S, S)`` to either tokens ``(B, T, C)`` (``layout="tokens"``)
+  or a feature map ``(B, C, h, w)`` (``layout="map"``);
+- a miner maps the LR features (and optionally the HR features) to tokens ``(B, T, C_out)``;
+- a projector maps ``(B, T, C_out)`` to the LLM's embedding width ``(B, T, D)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a vision encoder outputs for its configured input size.
+
+    ``grid`` is the side of the spatial grid (tokens ``grid**2`` plus ``extra_tokens`` such as a
+    CLS token, or a map ``grid x grid``). ``multi_scale`` marks encoders that fuse several stages.
+    """
+
+    width: int
+    grid: int
+    image_size: int
+    layout: Literal["tokens", "map"] = "tokens"
+    extra_tokens: int = 0
+    multi_scale: bool = False
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid * self.grid + self.extra_tokens
+
+
+@dataclass(frozen=True)
+class MinerInfo:
+    """What a miner outputs given the encoders' infos: token width and tokens per image view."""
+
+    width: int
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class ProjectorInfo:
+    in_dim: int
+    out_dim: int
+
+
+@dataclass(frozen=True)
+class LLMInfo:
+    hidden_size: int
+    vocab_size: int
+
+
+class VisionEncoder(nn.Module):
+    """Base class of ``vision_encoder`` components.
+
+    Subclasses implement ``forward(pixels: (B, 3, S, S)) -> (B, T, C) | (B, C, h, w)`` and
+    ``describe(**kwargs) -> EncoderInfo``. ``info`` is the record for the built instance.
+    """
+
+    kind: ClassVar[str] = "vision_encoder"
+    info: EncoderInfo
+
+    @classmethod
+    def describe(cls, **kwargs: Any) -> EncoderInfo:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def output_info(self, image_size: int) -> EncoderInfo:
+        """The record for another input size (same width; grid scales with the size)."""
+        grid = image_size * self.info.grid // self.info.image_size
+        return EncoderInfo(
+            width=self.info.width,
+            grid=grid,
+            image_size=image_size,
+            layout=self.info.layout,
+            extra_tokens=self.info.extra_tokens,
+            multi_scale=self.info.multi_scale,
+        )
+
+
+class Miner(nn.Module):
+    """Base class of ``miner`` components: mix LR (and HR) features into visual tokens.
+
+    ``forward(lr, hr=None)``: ``lr`` as the LR encoder gives it, ``hr`` as the HR encoder gives it
+    (``None`` when the miner does not use an HR encoder); returns ``(B, T, width)``.
+    ``describe(lr, hr, **kwargs)`` returns a :class:`MinerInfo` or raises ``ValueError`` naming
+    what does not fit. ``uses_hr`` says whether an ``hr_encoder`` slot is required.
+    """
+
+    kind: ClassVar[str] = "miner"
+    uses_hr: ClassVar[bool] = False
+
+    @classmethod
+    def describe(
+        cls, lr: EncoderInfo, hr: EncoderInfo | None = None, **kwargs: Any
+    ) -> MinerInfo:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Projector(nn.Module):
+    """Base class of ``projector`` components: ``(B, T, in_dim) -> (B, T, out_dim)``."""
+
+    kind: ClassVar[str] = "projector"
+
+    @classmethod
+    def describe(cls, **kwargs: Any) -> ProjectorInfo:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class LLM(nn.Module):
+    """Base class of ``llm`` components wrapping a causal language model.
+
+    Implementations expose ``model`` (the causal LM), ``tokenizer``, ``embed(input_ids) -> (B, L, D)``
+    and ``describe(**kwargs) -> LLMInfo``.
+    """
+
+    kind: ClassVar[str] = "llm"
+
+    @classmethod
+    def describe(cls, **kwargs: Any) -> LLMInfo:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Bridge:
+    """Base class of ``bridge`` components: turn an image prompt into images.
+
+    ``__call__(prompt, *, negative_prompt=None, seed=None, steps=None, size=None) -> list[PIL.Image]``.
+    """
+
+    kind: ClassVar[str] = "bridge"
+
+    @classmethod
+    def describe(cls, **kwargs: Any) -> dict:
+        return {}

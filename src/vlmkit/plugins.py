@@ -1,0 +1,174 @@
+"""Plugin discovery: built-ins, then entry points of group ``vlmkit``, one at a time.
+
+Each entry point is loaded and its ``vlmkit_register`` hook called in its own ``try``: a plugin
+that fails to import or to register is rolled back (it contributes no component), warned about
+once with its distribution, version and error, and kept in :func:`plugin_failures`. vlmkit and
+every other plugin keep working.
+
+Environment:
+- ``VLMKIT_STRICT_PLUGINS=1``: a failing plugin raises :class:`PluginError` instead.
+- ``VLMKIT_DISABLE_PLUGIN_AUTOLOAD=1``: entry points are not loaded (built-ins still are).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable
+
+import pluggy
+
+from vlmkit import hookspecs
+from vlmkit.registry import BUILTIN, KINDS, Origin, _current_origin, registry
+
+ENTRY_POINT_GROUP = "vlmkit"
+
+
+class PluginError(RuntimeError):
+    """A plugin failed to load while ``VLMKIT_STRICT_PLUGINS=1``."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load; vlmkit goes on without it."""
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    entry_point: str
+    distribution: str
+    error: BaseException
+
+    def __iter__(self):  # unpacks as (entry_point, distribution, error)
+        return iter((self.entry_point, self.distribution, self.error))
+
+
+@dataclass(frozen=True)
+class LoadedPlugin:
+    entry_point: str
+    distribution: str
+    version: str
+    components: tuple[tuple[str, str], ...]  # (kind, name)
+
+
+_lock = threading.RLock()
+_loaded = False
+_loading = False
+_failures: list[PluginFailure] = []
+_plugins: list[LoadedPlugin] = []
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _register_fn(origin: Origin) -> Callable[..., Any]:
+    def register(kind: str, name: str, factory: Callable[..., Any], *, tiny: dict | None = None):
+        return registry(kind).add(name, factory, origin=origin, tiny=tiny)
+
+    return register
+
+
+def _call_hook(pm: pluggy.PluginManager, plugin: object, origin: Origin) -> None:
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    caller = pm.subset_hook_caller("vlmkit_register", remove_plugins=others)
+    caller(register=_register_fn(origin))
+
+
+def _components_of(origin: Origin) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (kind, e.name) for kind in KINDS for e in registry(kind).entries() if e.origin == origin
+    )
+
+
+def _load_entry_point(pm: pluggy.PluginManager, ep: metadata.EntryPoint) -> None:
+    dist = getattr(ep, "dist", None)
+    dist_name = dist.metadata["Name"] if dist is not None else "<unknown distribution>"
+    version = dist.version if dist is not None else "?"
+    origin = Origin("plugin", dist_name, version, ep.name)
+    token = _current_origin.set(origin)  # decorators run at import time see the plugin's origin
+    try:
+        module = ep.load()
+        pm.register(module, name=f"{dist_name}:{ep.name}")
+        _call_hook(pm, module, origin)
+    except Exception as err:  # noqa: BLE001 - isolation is the point
+        for kind in KINDS:
+            registry(kind).remove_origin(origin)
+        message = (
+            f"vlmkit plugin {ep.name!r} ({ep.value}) from distribution {dist_name} {version} "
+            f"failed to load: {type(err).__name__}: {err}"
+        )
+        if _env_flag("VLMKIT_STRICT_PLUGINS"):
+            raise PluginError(message) from err
+        _failures.append(PluginFailure(ep.name, f"{dist_name} {version}", err))
+        warnings.warn(message, PluginWarning, stacklevel=3)
+        return
+    finally:
+        _current_origin.reset(token)
+    _plugins.append(LoadedPlugin(ep.name, dist_name, version, _components_of(origin)))
+
+
+def load_plugins() -> None:
+    """Register built-ins and entry-point plugins once (later calls do nothing)."""
+    global _loaded, _loading
+    if _loaded or _loading:
+        return
+    with _lock:
+        if _loaded or _loading:
+            return
+        _loading = True
+        try:
+            pm = _manager()
+            from vlmkit import _builtins
+
+            pm.register(_builtins, name="vlmkit.builtins")
+            token = _current_origin.set(BUILTIN)
+            try:
+                _call_hook(pm, _builtins, BUILTIN)
+            finally:
+                _current_origin.reset(token)
+            if not _env_flag("VLMKIT_DISABLE_PLUGIN_AUTOLOAD"):
+                eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+                seen: set[tuple[str, str]] = set()
+                for ep in eps:
+                    if (ep.name, ep.value) in seen:  # same distribution on sys.path twice
+                        continue
+                    seen.add((ep.name, ep.value))
+                    _load_entry_point(pm, ep)
+            _loaded = True
+        finally:
+            _loading = False
+
+
+def plugin_failures() -> list[PluginFailure]:
+    """``[(entry_point, distribution, error)]`` for every plugin that failed to load."""
+    load_plugins()
+    return list(_failures)
+
+
+def loaded_plugins() -> list[LoadedPlugin]:
+    """The entry-point plugins that loaded, with the components each registered."""
+    load_plugins()
+    return list(_plugins)
+
+
+def reload_plugins() -> None:
+    """Forget entry-point plugins and load them again (for tests and long-lived sessions)."""
+    global _loaded
+    with _lock:
+        for kind in KINDS:
+            for entry in registry(kind).entries():
+                if entry.origin.source == "plugin":
+                    registry(kind).remove_origin(entry.origin)
+        _failures.clear()
+        _plugins.clear()
+        _loaded = False
+    load_plugins()
