@@ -161,6 +161,11 @@ class Registry:
         self._entries[name] = entry
         return entry
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (e.g. one registered by a notebook or test)."""
+        self.get(name)
+        del self._entries[name]
+
     def remove_origin(self, origin: Origin) -> None:
         for name in [n for n, e in self._entries.items() if e.origin == origin]:
             del self._entries[name]

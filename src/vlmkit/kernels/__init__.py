@@ -1,1 +1,7 @@
-"""kernels."""
+"""Triton kernels behind the ``"triton"`` backends of :mod:`vlmkit.ops`.
+
+- :mod:`vlmkit.kernels.mining`: fused forward and backward of the folded patch info mining.
+
+Modules here import ``triton`` at import time; :mod:`vlmkit.ops` imports them only when a Triton
+backend is used.
+"""

@@ -1,0 +1,127 @@
+"""Save and load a :class:`~vlmkit.model.VisionLanguageModel` directory.
+
+Layout: ``config.json`` (the resolved vlmkit config), ``tokenizer/`` (the LLM's tokenizer) and
+``model.safetensors`` or ``model-0000k-of-0000n.safetensors`` shards with
+``model.safetensors.index.json``. Tensors that share storage (tied embeddings) are written once and
+restored from their alias, listed in the index metadata. Components that can describe their
+architecture without external files (``standalone_kwargs()``) are saved that way, so loading needs
+neither the hub nor the original weight files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from safetensors.torch import load_file, save_file
+
+import vlmkit
+
+CONFIG_NAME = "config.json"
+INDEX_NAME = "model.safetensors.index.json"
+TOKENIZER_DIR = "tokenizer"
+
+
+def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Drop tensors that alias an earlier one; return the kept tensors and ``{alias: kept name}``."""
+    kept: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], str] = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+               tuple(tensor.stride()))
+        if tensor.numel() and key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            kept[name] = tensor.detach().contiguous().cpu()
+    return kept, aliases
+
+
+def save_model(model: Any, directory: Path, *, max_shard_size: int | str = "2GB") -> None:
+    """Write ``model`` into ``directory`` atomically (a temporary sibling, then a rename)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        config = model.config.to_dict()
+        for slot in ("lr_encoder", "hr_encoder", "miner", "projector", "llm", "bridge"):
+            component = getattr(model, slot, None)
+            standalone = getattr(component, "standalone_kwargs", None)
+            if slot in config and callable(standalone):
+                config[slot].update(standalone())
+        if hasattr(model.llm, "save_tokenizer"):
+            model.llm.save_tokenizer(tmp / TOKENIZER_DIR)
+            config["llm"]["tokenizer"] = TOKENIZER_DIR
+        (tmp / CONFIG_NAME).write_text(
+            json.dumps({"vlmkit_version": vlmkit.__version__, "config": config}, indent=2)
+        )
+        state, aliases = _dedupe(model.state_dict())
+        split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
+        for filename, names in split.filename_to_tensors.items():
+            save_file({n: state[n] for n in names}, str(tmp / filename), metadata={"format": "pt"})
+        index = {"metadata": {"aliases": aliases}, "weight_map": split.tensor_to_filename}
+        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2))
+        if directory.exists():
+            backup = directory.with_name(f".{directory.name}.old")
+            if backup.exists():
+                shutil.rmtree(backup)
+            os.replace(directory, backup)
+            os.replace(tmp, directory)
+            shutil.rmtree(backup)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a vlmkit model directory: {CONFIG_NAME} is missing")
+    data = json.loads(path.read_text())
+    if "config" not in data:
+        raise ValueError(f"{path} has no 'config' entry; is it a vlmkit model directory?")
+    config = data["config"]
+    tokenizer = config.get("llm", {}).get("tokenizer")
+    if tokenizer == TOKENIZER_DIR:
+        config["llm"]["tokenizer"] = str(Path(directory) / TOKENIZER_DIR)
+    return config
+
+
+def load_state(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a saved model, aliases restored."""
+    directory = Path(directory)
+    index_path = directory / INDEX_NAME
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{directory}: {INDEX_NAME} is missing")
+    index = json.loads(index_path.read_text())
+    state: dict[str, torch.Tensor] = {}
+    for filename in sorted(set(index["weight_map"].values())):
+        state.update(load_file(str(directory / filename)))
+    for alias, name in index.get("metadata", {}).get("aliases", {}).items():
+        state[alias] = state[name]
+    return state
+
+
+def load_model(directory: Path, *, device: str | torch.device | None = None) -> Any:
+    from vlmkit.builder import build
+
+    model = build(read_config(directory), load_pretrained=False)
+    state = load_state(directory)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{directory}: weights do not match the config: missing {result.missing_keys[:10]}, "
+            f"unexpected {result.unexpected_keys[:10]}"
+        )
+    if device is not None:
+        model.to(device)
+    return model.eval()

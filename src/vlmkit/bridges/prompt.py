@@ -1,0 +1,20 @@
+"""The ``prompt-only`` bridge: hands back the image prompt for users with their own image service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import vlmkit
+from vlmkit.interfaces import Bridge
+
+
+@vlmkit.register("bridge", "prompt-only")
+class PromptOnlyBridge(Bridge):
+    """Returns ``[prompt]`` instead of images; ``negative_prompt`` and the rest are ignored."""
+
+    tiny_config: dict[str, Any] = {}
+
+    def __call__(self, prompt: str, **_: Any) -> list[str]:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"expected a non-empty image prompt, got {prompt!r}")
+        return [prompt]

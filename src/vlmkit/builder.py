@@ -1,0 +1,181 @@
+"""Assemble a :class:`~vlmkit.model.VisionLanguageModel` from a config, checking fit first.
+
+:func:`plan` resolves every slot's registry entry, validates its keyword arguments against the
+component's signature, asks each component to *describe* itself (widths, grids, token counts) and
+checks neighbours: encoder widths → miner inputs, miner width → projector input, projector output →
+LLM hidden size. Widths a config leaves out are filled in from the neighbour; widths it states must
+agree. Every problem is collected and raised at once, by slot, name and value, before any weights
+are allocated. :func:`build` then instantiates the components.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from vlmkit._context import no_pretrained
+from vlmkit.config import SLOT_KINDS, ConfigError, ComponentSpec, VLMConfig, load_config
+from vlmkit.interfaces import EncoderInfo, LLMInfo, MinerInfo, ProjectorInfo
+from vlmkit.registry import Entry, RegistryError, get
+
+# (slot, keyword, source slot, source attribute): the keyword is filled from / checked against the
+# source slot's described output.
+LINKS: tuple[tuple[str, str, str, str], ...] = (
+    ("miner", "lr_dim", "lr_encoder", "width"),
+    ("miner", "hr_dim", "hr_encoder", "width"),
+    ("projector", "in_dim", "miner", "width"),
+    ("projector", "out_dim", "llm", "hidden_size"),
+)
+
+
+@dataclass
+class Plan:
+    """A checked config: per slot, its entry, final keyword arguments and described output."""
+
+    config: VLMConfig
+    entries: dict[str, Entry] = field(default_factory=dict)
+    kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    infos: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_view(self) -> int:
+        info: MinerInfo = self.infos["miner"]
+        return info.num_tokens
+
+    @property
+    def visual_tokens_per_image(self) -> int:
+        """Visual tokens the LLM receives per image (all HD views together)."""
+        return self.tokens_per_view * self.config.num_views
+
+
+def _describe(slot: str, entry: Entry, kwargs: dict[str, Any], errors: list[str], *args: Any) -> Any:
+    try:
+        return entry.describe(*args, **kwargs)
+    except (ValueError, TypeError, KeyError, OSError) as err:
+        errors.append(f"{slot} {entry.name!r}: {err}")
+        return None
+
+
+def _link(plan: Plan, slot: str, errors: list[str]) -> None:
+    entry, kwargs = plan.entries[slot], plan.kwargs[slot]
+    for target, key, source, attr in LINKS:
+        if target != slot or source not in plan.entries or key not in entry.param_names:
+            continue
+        info = plan.infos.get(source)
+        if info is None:
+            continue
+        value = getattr(info, attr)
+        if key not in kwargs:
+            kwargs[key] = value
+        elif kwargs[key] != value:
+            errors.append(
+                f"{slot} {entry.name!r} has {key}={kwargs[key]} but {source} "
+                f"{plan.entries[source].name!r} outputs {attr}={value}"
+            )
+
+
+def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
+    """Check that a config's slots exist, accept their keyword arguments and fit together.
+
+    Raises :class:`~vlmkit.config.ConfigError` listing every problem found. Allocates no weights.
+    """
+    cfg = load_config(config)
+    result = Plan(cfg)
+    errors: list[str] = []
+    for slot, spec in cfg.slots().items():
+        try:
+            entry = get(SLOT_KINDS[slot], spec.name)
+            entry.check_kwargs(spec.kwargs, where=f"{slot} {spec.name!r}")
+        except (RegistryError, TypeError) as err:
+            errors.append(f"{slot}: {err}")
+            continue
+        result.entries[slot] = entry
+        result.kwargs[slot] = dict(spec.kwargs)
+    if errors:  # without entries nothing further can be checked meaningfully
+        raise ConfigError("config does not build:\n  - " + "\n  - ".join(errors))
+
+    for slot in ("lr_encoder", "hr_encoder", "llm"):
+        if slot in result.entries:
+            result.infos[slot] = _describe(slot, result.entries[slot], result.kwargs[slot], errors)
+    for slot, expected in (("lr_encoder", EncoderInfo), ("hr_encoder", EncoderInfo), ("llm", LLMInfo)):
+        info = result.infos.get(slot)
+        if info is not None and not isinstance(info, expected):
+            errors.append(f"{slot} {result.entries[slot].name!r}: describe() returned {info!r}")
+            result.infos[slot] = None
+
+    miner = result.entries["miner"]
+    uses_hr = bool(getattr(miner.factory, "uses_hr", False))
+    if uses_hr and cfg.hr_encoder is None:
+        errors.append(f"miner {miner.name!r} mines high-resolution features but no hr_encoder is set")
+    if not uses_hr and cfg.hr_encoder is not None:
+        errors.append(
+            f"hr_encoder {cfg.hr_encoder.name!r} is set but miner {miner.name!r} does not use one"
+        )
+    _link(result, "miner", errors)
+    lr_info, hr_info = result.infos.get("lr_encoder"), result.infos.get("hr_encoder")
+    if lr_info is not None and (hr_info is not None or not uses_hr):
+        result.infos["miner"] = _describe("miner", miner, result.kwargs["miner"], errors, lr_info, hr_info)
+
+    _link(result, "projector", errors)
+    result.infos["projector"] = _describe(
+        "projector", result.entries["projector"], result.kwargs["projector"], errors
+    )
+    # Projectors whose keywords are not the linked names are checked on what they describe.
+    proj: ProjectorInfo | None = result.infos["projector"]
+    proj_entry = result.entries["projector"]
+    for attr, source, source_attr in (("in_dim", "miner", "width"), ("out_dim", "llm", "hidden_size")):
+        source_info = result.infos.get(source)
+        if proj is None or source_info is None or attr in proj_entry.param_names:
+            continue
+        if getattr(proj, attr) != getattr(source_info, source_attr):
+            errors.append(
+                f"projector {proj_entry.name!r} has {attr}={getattr(proj, attr)} but {source} "
+                f"{result.entries[source].name!r} outputs {source_attr}={getattr(source_info, source_attr)}"
+            )
+    if "bridge" in result.entries:
+        result.infos["bridge"] = _describe("bridge", result.entries["bridge"], result.kwargs["bridge"], errors)
+    if errors:
+        raise ConfigError("config does not build:\n  - " + "\n  - ".join(errors))
+    return result
+
+
+def build(
+    config: VLMConfig | Mapping[str, Any] | str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    load_pretrained: bool = True,
+) -> Any:
+    """Build a :class:`~vlmkit.model.VisionLanguageModel` after :func:`plan` has checked the config.
+
+    ``device="meta"`` builds the architecture without weights or files (for summaries);
+    ``load_pretrained=False`` builds random weights even where a slot names pretrained ones.
+    """
+    from vlmkit.model import VisionLanguageModel
+
+    checked = plan(config)
+    meta = device is not None and torch.device(device).type == "meta"
+    with contextlib.ExitStack() as stack:
+        if meta or not load_pretrained:
+            stack.enter_context(no_pretrained())
+        if meta:
+            stack.enter_context(torch.device("meta"))
+        parts = {
+            slot: entry.factory(**checked.kwargs[slot]) for slot, entry in checked.entries.items()
+        }
+    resolved = checked.config.copy()
+    for slot, kwargs in checked.kwargs.items():
+        setattr(resolved, slot, ComponentSpec(checked.entries[slot].name, dict(kwargs)))
+    model = VisionLanguageModel(resolved, plan=checked, **parts)
+    if device is not None and not meta:
+        model.to(device)
+    if dtype is not None:
+        model.to(dtype)
+    return model
+
+
+__all__ = ["plan", "build", "Plan", "ConfigError"]

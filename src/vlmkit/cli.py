@@ -1,0 +1,158 @@
+"""The ``vlmkit`` command: list components and plugins, check and summarise configs, benchmarks."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+import vlmkit
+from vlmkit import plugins as plugin_state
+from vlmkit.registry import entries
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(vlmkit.__version__, prog_name="vlmkit")
+def cli() -> None:
+    """vlmkit: compose, inspect, train and benchmark vision-language models."""
+
+
+@cli.command("list")
+@click.option("--kind", type=click.Choice(vlmkit.KINDS), default=None, help="Only this kind.")
+def list_command(kind: str | None) -> None:
+    """Registered components by kind, with where each came from."""
+    current = None
+    for entry in entries(kind):
+        if entry.kind != current:
+            current = entry.kind
+            click.echo(f"{current}:")
+        click.echo(f"  {entry.name:<24} {str(entry.origin):<32} {entry.description}")
+
+
+@cli.command("plugins")
+def plugins_command() -> None:
+    """Entry-point plugins: those loaded (with their components) and those that failed."""
+    loaded = plugin_state.loaded_plugins()
+    failures = plugin_state.plugin_failures()
+    click.echo(f"loaded ({len(loaded)}):")
+    for p in loaded:
+        comps = ", ".join(f"{k}:{n}" for k, n in p.components) or "no components"
+        click.echo(f"  {p.entry_point} ({p.distribution} {p.version}): {comps}")
+    click.echo(f"failed ({len(failures)}):")
+    for f in failures:
+        click.echo(f"  {f.entry_point} ({f.distribution}): {type(f.error).__name__}: {f.error}")
+
+
+def _count(module: Any) -> tuple[int, int]:
+    if module is None or not hasattr(module, "parameters"):
+        return 0, 0
+    trainable = frozen = 0
+    for p in module.parameters():
+        if p.requires_grad:
+            trainable += p.numel()
+        else:
+            frozen += p.numel()
+    return trainable, frozen
+
+
+def _human(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+@cli.command("build")
+@click.argument("config")
+@click.option("--summary", is_flag=True, help="Print slots, parameter counts and visual tokens.")
+def build_command(config: str, summary: bool) -> None:
+    """Check CONFIG (preset name, .yaml or .json) and build it on the meta device (no weights)."""
+    from vlmkit.builder import build
+    from vlmkit.config import ConfigError
+
+    try:
+        model = build(config, device="meta")
+    except (ConfigError, ValueError, TypeError, OSError) as err:
+        _fail(str(err))
+        return
+    name = model.config.name or config
+    click.echo(f"{name}: builds (architecture only, on the meta device)")
+    if not summary:
+        return
+    click.echo(f"{'slot':<12} {'component':<22} {'trainable':>12} {'frozen':>12}")
+    total_t = total_f = 0
+    for slot, spec in model.config.slots().items():
+        t, f = _count(getattr(model, slot, None))
+        total_t, total_f = total_t + t, total_f + f
+        click.echo(f"{slot:<12} {spec.name:<22} {_human(t):>12} {_human(f):>12}")
+    click.echo(f"{'total':<12} {'':<22} {_human(total_t):>12} {_human(total_f):>12}")
+    views = model.num_views
+    click.echo(
+        f"visual tokens per image: {model.num_visual_tokens}"
+        + (f" ({views} views x {model.tokens_per_view})" if views > 1 else "")
+    )
+    click.echo(f"chat template: {model.config.chat_template}")
+
+
+@cli.command("demo")
+@click.option("--preset", default="mgm-tiny", show_default=True, help="Preset to run.")
+def demo_command(preset: str) -> None:
+    """Build a preset offline, chat about a generated image, and show that mining keeps the
+    visual-token count fixed when the HR resolution doubles."""
+    import time
+
+    import torch
+    from PIL import Image, ImageDraw
+
+    from vlmkit.builder import build, plan
+    from vlmkit.config import load_config
+
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    model = build(preset)
+    click.echo(f"built {preset} in {time.perf_counter() - start:.2f}s (random weights, offline)")
+    image = Image.new("RGB", (160, 120), "white")
+    ImageDraw.Draw(image).rectangle((40, 30, 120, 90), fill="red")
+    start = time.perf_counter()
+    reply = model.chat(image, [{"role": "user", "content": "What shape is in the picture?"}],
+                       max_new_tokens=16)
+    click.echo(f"chat ({time.perf_counter() - start:.2f}s, untrained so the words are noise): {reply!r}")
+    config = load_config(preset)
+    counts = []
+    if config.hr_encoder is not None and "image_size" in config.hr_encoder.kwargs:
+        for factor in (1, 2):
+            cfg = config.copy()
+            cfg.hr_encoder.kwargs["image_size"] *= factor
+            counts.append((cfg.hr_encoder.kwargs["image_size"], plan(cfg).visual_tokens_per_image))
+        for size, tokens in counts:
+            click.echo(f"HR input {size} px -> {tokens} visual tokens per image")
+
+
+@cli.group("bench")
+def bench_group() -> None:
+    """Benchmarks shipped with vlmkit."""
+
+
+def _attach_bench_commands() -> None:
+    try:
+        from vlmkit.bench.mining import mining_command
+    except ImportError:  # pragma: no cover - the module is part of the package
+        return
+    bench_group.add_command(mining_command)
+
+
+_attach_bench_commands()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

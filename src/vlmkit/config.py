@@ -1,0 +1,212 @@
+"""Model configs: one :class:`ComponentSpec` per slot plus model-level fields.
+
+A config is data. It loads from a dict, a YAML or JSON file, or a preset name (``vlmkit.presets()``);
+a preset or file may start from another with ``base: <preset or path>`` and override slots or keys.
+Each slot is ``{"name": <registry name>, **keyword arguments}`` (or just the name). Unknown keys at
+the top level are an error that names them and the valid ones; component keyword arguments are
+checked against the component's signature by the builder.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+SLOTS: tuple[str, ...] = ("lr_encoder", "hr_encoder", "miner", "projector", "llm", "bridge")
+OPTIONAL_SLOTS: frozenset[str] = frozenset({"hr_encoder", "bridge"})
+SLOT_KINDS: dict[str, str] = {
+    "lr_encoder": "vision_encoder",
+    "hr_encoder": "vision_encoder",
+    "miner": "miner",
+    "projector": "projector",
+    "llm": "llm",
+    "bridge": "bridge",
+}
+
+
+class ConfigError(ValueError):
+    """A config is malformed or its slots do not fit together."""
+
+
+@dataclass
+class ComponentSpec:
+    """A slot's component: its registry ``name`` and its keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, slot: str, value: Any) -> ComponentSpec:
+        if isinstance(value, ComponentSpec):
+            return copy.deepcopy(value)
+        if isinstance(value, str):
+            return cls(value)
+        if isinstance(value, Mapping):
+            if "name" not in value:
+                raise ConfigError(f"slot {slot!r}: missing 'name' (the registry name); got {dict(value)}")
+            kwargs = {k: v for k, v in value.items() if k != "name"}
+            return cls(str(value["name"]), copy.deepcopy(kwargs))
+        raise ConfigError(
+            f"slot {slot!r}: expected a component name or a mapping with 'name', got {value!r}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **copy.deepcopy(self.kwargs)}
+
+
+@dataclass
+class VLMConfig:
+    """A vision-language model composition.
+
+    Model-level fields:
+    - ``image_aspect_ratio``: ``"pad"`` (pad to square with the mean colour), ``"resize"`` or ``"crop"``;
+    - ``image_grid`` / ``image_global``: MGM-HD views (grid 2 + a global view gives 5 LR views);
+    - ``chat_template``: name of a template in :mod:`vlmkit.data.conversation`;
+    - ``training``: stage defaults for :mod:`vlmkit.train` (learning rates, batch sizes).
+    """
+
+    lr_encoder: ComponentSpec
+    projector: ComponentSpec
+    llm: ComponentSpec
+    miner: ComponentSpec = field(default_factory=lambda: ComponentSpec("identity"))
+    hr_encoder: ComponentSpec | None = None
+    bridge: ComponentSpec | None = None
+    name: str | None = None
+    description: str = ""
+    image_aspect_ratio: str = "pad"
+    image_grid: int = 1
+    image_global: bool = False
+    chat_template: str = "vicuna_v1"
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VLMConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        data.pop("base", None)
+        valid = cls.field_names()
+        unknown = [k for k in data if k not in valid]
+        if unknown:
+            hints = {k: difflib.get_close_matches(k, valid, n=1) for k in unknown}
+            hint = "".join(f"; {k!r}: did you mean {h[0]!r}?" for k, h in hints.items() if h)
+            raise ConfigError(f"unknown config key(s) {unknown}{hint} Valid keys: {valid}")
+        missing = [s for s in ("lr_encoder", "projector", "llm") if data.get(s) is None]
+        if missing:
+            raise ConfigError(f"config is missing required slot(s) {missing}")
+        for slot in SLOTS:
+            if data.get(slot) is not None:
+                data[slot] = ComponentSpec.parse(slot, data[slot])
+            elif slot in data:
+                del data[slot]
+        if int(data.get("image_grid", 1)) < 1:
+            raise ConfigError(f"image_grid must be >= 1, got {data['image_grid']!r}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, ComponentSpec):
+                value = value.to_dict()
+            elif value is None and f.name in OPTIONAL_SLOTS:
+                continue
+            out[f.name] = copy.deepcopy(value)
+        return out
+
+    def slots(self) -> dict[str, ComponentSpec]:
+        """The filled slots, in pipeline order."""
+        return {s: getattr(self, s) for s in SLOTS if getattr(self, s) is not None}
+
+    @property
+    def num_views(self) -> int:
+        """LR views per image: ``image_grid**2`` crops plus the global view when enabled."""
+        return self.image_grid**2 + int(self.image_global and self.image_grid > 1)
+
+    def copy(self) -> VLMConfig:
+        return copy.deepcopy(self)
+
+
+def _preset_dir() -> Any:
+    return resources.files("vlmkit") / "presets"
+
+
+def presets() -> list[str]:
+    """Sorted names of the presets shipped with vlmkit."""
+    return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            if any(k in value and value[k] != out[key].get(k) for k in ("name", "model_type")):
+                out[key] = copy.deepcopy(dict(value))  # another component or architecture: afresh
+            else:
+                out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _resolve(source: str | Path | Mapping[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Raw config dict with ``base:`` chains merged."""
+    if isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        text = str(source)
+        if text in seen:
+            raise ConfigError(f"config 'base' chain loops: {' -> '.join((*seen, text))}")
+        seen = (*seen, text)
+        path = Path(text)
+        if path.suffix in {".yaml", ".yml", ".json"}:
+            if not path.is_file():
+                raise ConfigError(f"config file {text!r} does not exist")
+            data = _read_file(path)
+        elif text in presets():
+            data = yaml.safe_load((_preset_dir() / f"{text}.yaml").read_text())
+            data.setdefault("name", text)
+        else:
+            close = difflib.get_close_matches(text, presets(), n=3, cutoff=0.4)
+            hint = f"; did you mean {close}?" if close else ""
+            raise ConfigError(
+                f"unknown preset {text!r}{hint} Expected a preset name from {presets()} "
+                f"or a path to a .yaml/.json file"
+            )
+    base = data.pop("base", None)
+    if base is not None:
+        parent = _resolve(base, seen)
+        parent.pop("name", None)
+        data = _deep_merge(parent, data)
+    return data
+
+
+def load_config(config: VLMConfig | Mapping[str, Any] | str | Path) -> VLMConfig:
+    """A :class:`VLMConfig` from a config object, dict, YAML/JSON path, or preset name."""
+    if isinstance(config, VLMConfig):
+        return config.copy()
+    if not isinstance(config, (Mapping, str, Path)):
+        raise ConfigError(
+            f"expected a VLMConfig, dict, path or preset name, got {type(config).__name__}"
+        )
+    return VLMConfig.from_dict(_resolve(config))

@@ -1,0 +1,194 @@
+"""Images to pixel tensors for the LR and HR encoders, the way Mini-Gemini prepares them.
+
+One image is made square (padded with the mean colour, squashed, or centre-cropped), resized
+with bicubic to the processor's input size (the HR size, or the LR size times the HD grid for a
+single encoder) and normalised with CLIP's statistics. The LR input is a bilinear resize of that
+normalised tensor; with MGM-HD it is cut into ``image_grid**2`` crops plus a global view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+ASPECTS = ("pad", "resize", "crop")
+
+
+def num_views(image_grid: int, image_global: bool) -> int:
+    """LR views per image: ``image_grid**2`` crops, plus a global view when ``image_grid > 1``."""
+    return image_grid * image_grid + int(image_global and image_grid > 1)
+
+
+def split_views(x: torch.Tensor, image_grid: int, image_global: bool) -> torch.Tensor:
+    """MGM-HD LR views: ``(B, C, G*s, G*s) -> (B*V, C, s, s)`` with ``G = image_grid``.
+
+    Per image: the global view first when ``image_global`` (the whole input bilinearly resized
+    to ``s``, ``align_corners=False``, computed in float32), then the ``G*G`` crops in row-major
+    order; views of one image are consecutive. With ``G = 1`` the input is returned unchanged
+    (MGM makes no global view without a grid).
+    """
+    if x.dim() != 4:
+        raise ValueError(f"expected (B, C, H, W), got shape {tuple(x.shape)}")
+    if image_grid < 1:
+        raise ValueError(f"image_grid must be >= 1, got {image_grid}")
+    b, c, h, w = x.shape
+    if h != w or h % image_grid:
+        raise ValueError(
+            f"expected a square input divisible by image_grid={image_grid}, got {h}x{w}"
+        )
+    if image_grid == 1:
+        return x
+    s = h // image_grid
+    crops = x.reshape(b, c, image_grid, s, image_grid, s).permute(0, 2, 4, 1, 3, 5)
+    views = crops.reshape(b, image_grid * image_grid, c, s, s)
+    if image_global:
+        whole = F.interpolate(x.float(), size=(s, s), mode="bilinear", align_corners=False)
+        views = torch.cat([whole.to(x.dtype).unsqueeze(1), views], dim=1)
+    return views.reshape(-1, c, s, s)
+
+
+class ImageProcessor:
+    """PIL images or pixel tensors to ``{"lr", "hr", "num_views"}`` for a built model.
+
+    ``lr_size``: the LR encoder's input (336 for CLIP ViT-L/14-336). ``hr_size``: the HR
+    encoder's input (768, or 1536 for HD), or None for a single-encoder model. ``image_grid`` and
+    ``image_global``: MGM-HD views (grid 2 with a global view gives 5 LR views per image).
+    ``aspect``: ``"pad"`` (to square with the mean colour, MGM finetuning), ``"resize"`` (squash)
+    or ``"crop"`` (shortest side to size, centre crop).
+    """
+
+    def __init__(
+        self,
+        lr_size: int,
+        hr_size: int | None = None,
+        *,
+        image_grid: int = 1,
+        image_global: bool = False,
+        aspect: str = "pad",
+        mean: tuple[float, float, float] = CLIP_MEAN,
+        std: tuple[float, float, float] = CLIP_STD,
+    ) -> None:
+        if lr_size < 1 or (hr_size is not None and hr_size < 1):
+            raise ValueError(
+                f"image sizes must be positive, got lr_size={lr_size}, hr_size={hr_size}"
+            )
+        if image_grid < 1:
+            raise ValueError(f"image_grid must be >= 1, got {image_grid}")
+        if aspect not in ASPECTS:
+            raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
+        self.lr_size = lr_size
+        self.hr_size = hr_size
+        self.image_grid = image_grid
+        self.image_global = image_global
+        self.aspect = aspect
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    @property
+    def num_views(self) -> int:
+        """LR views per image."""
+        return num_views(self.image_grid, self.image_global)
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square every image is prepared at: ``hr_size``, else ``lr_size * grid``."""
+        return self.hr_size if self.hr_size is not None else self.lr_size * self.image_grid
+
+    def __call__(self, images: Any) -> dict[str, Any]:
+        """Pixels for the encoders.
+
+        ``images``: a PIL image, a list of them, or a float tensor ``(B, 3, S, S)`` (or
+        ``(3, S, S)``) already prepared and normalised at ``S = input_size``. Returns
+        ``{"lr": (B*V, 3, lr_size, lr_size), "hr": (B, 3, hr_size, hr_size) or None,
+        "num_views": V}``, the ``V`` views of one image consecutive.
+        """
+        base = self._base(images)
+        lr = base
+        lr_full = self.lr_size * self.image_grid
+        if base.shape[-1] != lr_full:
+            lr = F.interpolate(
+                base.float(), size=(lr_full, lr_full), mode="bilinear", align_corners=False
+            ).to(base.dtype)
+        return {
+            "lr": split_views(lr, self.image_grid, self.image_global),
+            "hr": base if self.hr_size is not None else None,
+            "num_views": self.num_views,
+        }
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """One PIL image as a normalised tensor ``(3, S, S)`` at ``S = input_size``."""
+        size = self.input_size
+        image = image.convert("RGB")
+        if self.aspect == "pad":
+            image = _pad_to_square(image, tuple(int(m * 255) for m in self.mean))
+            image = image.resize((size, size), Image.Resampling.BICUBIC)
+        elif self.aspect == "resize":
+            image = image.resize((size, size), Image.Resampling.BICUBIC)
+        else:
+            image = _resize_and_centre_crop(image, size)
+        x = torch.from_numpy((np.asarray(image, dtype=np.float64) / 255.0).astype(np.float32))
+        x = x.permute(2, 0, 1)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+    def _base(self, images: Any) -> torch.Tensor:
+        """All images at the input size: ``(B, 3, S, S)``."""
+        if isinstance(images, torch.Tensor):
+            return self._check_tensor(images)
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise ValueError("no images given")
+        prepared = []
+        for item in items:
+            if isinstance(item, Image.Image):
+                prepared.append(self.pixels(item)[None])
+            elif isinstance(item, torch.Tensor):
+                prepared.append(self._check_tensor(item))
+            else:
+                raise TypeError(
+                    f"expected a PIL image or a pixel tensor, got {type(item).__module__}."
+                    f"{type(item).__qualname__}"
+                )
+        return torch.cat([p.to(prepared[0]) for p in prepared], dim=0)
+
+    def _check_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` or ``(3, S, S)`` float pixels as ``(B, 3, S, S)``."""
+        size = self.input_size
+        batched = x[None] if x.dim() == 3 else x
+        if batched.dim() != 4 or tuple(batched.shape[1:]) != (3, size, size):
+            raise ValueError(
+                f"expected a pixel tensor of shape (B, 3, {size}, {size}) or (3, {size}, {size}), "
+                f"got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"expected a float pixel tensor (already normalised), got {x.dtype}")
+        return batched
+
+def _pad_to_square(image: Image.Image, colour: tuple[int, ...]) -> Image.Image:
+    """The image centred on a square canvas of ``colour`` (offset rounded down, as MGM does)."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    canvas = Image.new(image.mode, (side, side), colour)
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def _resize_and_centre_crop(image: Image.Image, size: int) -> Image.Image:
+    """Shortest side to ``size`` (bicubic), then the centre ``size x size`` (CLIP's processor)."""
+    w, h = image.size
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))

