@@ -11,6 +11,12 @@ import torch  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+# Without CUDA, Triton kernels run in Triton's CPU interpreter. Triton chooses interpreter or
+# compiler when a kernel is decorated (at import), so this must be set before anything imports
+# vlmkit.kernels.
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
 
 @pytest.fixture(autouse=True)
 def _seed():
