@@ -139,15 +139,23 @@ def bench_group() -> None:
     """Benchmarks shipped with vlmkit."""
 
 
-def _attach_bench_commands() -> None:
-    try:
-        from vlmkit.bench.mining import mining_command
-    except ImportError:  # pragma: no cover - the module is part of the package
-        return
-    bench_group.add_command(mining_command)
+# Commands that live beside the code they drive: (group, module, attribute). A group of None attaches
+# to the top-level `vlmkit` command. One line per command; the modules import lazily-heavy code inside
+# their functions so that `vlmkit --help` stays quick.
+_COMMANDS: list[tuple[str | None, str, str]] = [
+    ("bench", "vlmkit.bench.mining", "mining_command"),
+]
 
 
-_attach_bench_commands()
+def _attach_commands() -> None:
+    import importlib
+
+    groups = {None: cli, "bench": bench_group}
+    for group, module, attribute in _COMMANDS:
+        groups[group].add_command(getattr(importlib.import_module(module), attribute))
+
+
+_attach_commands()
 
 
 def main() -> None:
