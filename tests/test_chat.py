@@ -173,6 +173,21 @@ def test_in_session_errors_do_not_end_it(tmp_path):
     assert "(conversation cleared)" in result.output
 
 
+def test_unloadable_model_dirs_are_one_line(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"config": {"llm": "hf-causal-lm"}}')
+    mgm = tmp_path / "mgm"  # looks like an official MGM checkpoint, but holds no weights
+    mgm.mkdir()
+    (mgm / "config.json").write_text('{"mm_vision_tower": "openai/clip-vit-large-patch14-336"}')
+    for path in (broken, mgm, tmp_path / "empty"):
+        path.mkdir(exist_ok=True)
+        result = _run(["chat", "--model", str(path)])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: --model {path}") or f"{path}" in result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_load_model_kinds(trained_dir, tmp_path):
     assert load_model(str(trained_dir)).num_visual_tokens == 64
     (tmp_path / "config.json").write_text('{"something": 1}')

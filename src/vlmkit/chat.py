@@ -58,10 +58,13 @@ def load_model(spec: str, *, device: str | None = None) -> Any:
             data = json.loads(config.read_text())
         except json.JSONDecodeError as err:
             raise ChatError(f"--model {spec}: config.json is not valid JSON ({err})") from None
-        if "config" in data:
-            return vlmkit.VisionLanguageModel.from_pretrained(path, device=device)
-        if "mm_vision_tower" in data:
-            return _load_mgm(path, device)
+        try:
+            if "config" in data:
+                return vlmkit.VisionLanguageModel.from_pretrained(path, device=device)
+            if "mm_vision_tower" in data:
+                return _load_mgm(path, device)
+        except _LOAD_ERRORS as err:
+            raise ChatError(f"--model {spec}: cannot load ({type(err).__name__}: {_first_line(err)})") from None
         raise ChatError(
             f"--model {spec}: config.json is neither a vlmkit model's nor an official MGM checkpoint's"
         )
@@ -77,6 +80,14 @@ def load_model(spec: str, *, device: str | None = None) -> Any:
         f"--model {spec}: not a preset, config file or model directory "
         f"(presets: {', '.join(vlmkit.presets())})"
     )
+
+
+_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _load_mgm(path: Path, device: str | None) -> Any:
