@@ -193,3 +193,18 @@ def test_load_model_kinds(trained_dir, tmp_path):
     (tmp_path / "config.json").write_text('{"something": 1}')
     with pytest.raises(ChatError, match="neither a vlmkit model"):
         load_model(str(tmp_path))
+
+
+def test_bridge_choice():
+    from types import SimpleNamespace
+
+    from vlmkit.bridges.prompt import PromptOnlyBridge
+    from vlmkit.chat import make_bridge
+
+    own = PromptOnlyBridge()
+    assert make_bridge(SimpleNamespace(bridge=own), None, None) is own  # the model's bridge slot
+    assert isinstance(make_bridge(SimpleNamespace(bridge=own), "prompt-only", None), PromptOnlyBridge)
+    chosen = make_bridge(SimpleNamespace(bridge=None), None, "/some/pipeline")
+    assert type(chosen).__name__ == "DiffusersBridge" and chosen.pretrained == "/some/pipeline"
+    with pytest.raises(ChatError, match="unknown bridge 'nope'"):
+        make_bridge(None, "nope", None)

@@ -69,7 +69,8 @@ def test_loaded_weights_are_the_saved_ones(pipeline_dir):
 
     reference = StableDiffusionXLPipeline.from_pretrained(pipeline_dir)
     bridge = vlmkit.create(
-        "bridge", "diffusers", pretrained=str(pipeline_dir), pipeline_class="StableDiffusionXLPipeline"
+        "bridge", "diffusers", pretrained=str(pipeline_dir), pipeline_class="StableDiffusionXLPipeline",
+        device="cpu",  # the reference runs on the CPU in float32
     )
     expected = reference(
         prompt="a blue circle", num_inference_steps=2, height=32, width=32, guidance_scale=5.0,
