@@ -166,10 +166,11 @@ def test_errors_are_one_line(args, message, tmp_path):
 
 def test_in_session_errors_do_not_end_it(tmp_path):
     result = _run(["chat", "--model", "mgm-tiny", "--bridge", "prompt-only", "--max-new-tokens", "2"],
-                  "/image /no/such.png\n/frobnicate\n/reset\n/quit\n")
+                  "/image /no/such.png\n/frobnicate\nlook: <image>\n/reset\n/quit\n")
     assert result.exit_code == 0, result.output
     assert "error: image file not found: /no/such.png" in result.output
     assert "error: unknown command '/frobnicate'" in result.output
+    assert "error: the messages have 1 <image> placeholder(s) but 0 image(s)" in result.output
     assert "(conversation cleared)" in result.output
 
 

@@ -156,10 +156,13 @@ class ChatSession:
     def ask(self, text: str, streamer: Any = None) -> str:
         """The model's reply to ``text`` (streamed to ``streamer`` when given); kept in the history."""
         turn = self._user_turn(text)
-        reply = self.model.chat(
-            self.images or None, [*self.messages, turn],
-            max_new_tokens=self.max_new_tokens, streamer=streamer,
-        )
+        try:
+            reply = self.model.chat(
+                self.images or None, [*self.messages, turn],
+                max_new_tokens=self.max_new_tokens, streamer=streamer,
+            )
+        except ValueError as err:  # e.g. a typed "<image>" without an image to go with it
+            raise ChatError(str(err)) from None
         self.messages += [turn, {"role": "assistant", "content": reply}]
         self._pending = 0
         return reply

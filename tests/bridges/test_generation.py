@@ -8,6 +8,8 @@ it, no crash without one). ``tests/test_chat.py`` runs the same path on a real t
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 import vlmkit
@@ -78,3 +80,14 @@ def test_save_outputs(tmp_path):
     assert paths[1].read_text() == "a prompt\n"
     with pytest.raises(TypeError, match="int"):
         save_outputs([3], tmp_path / "x")
+
+
+_text = st.text(alphabet=st.characters(blacklist_characters="<>"), max_size=20)
+
+
+@given(before=_text, earlier=_text, prompt=_text.filter(lambda t: t.strip()), after=_text)
+def test_the_last_pair_is_the_prompt(before, earlier, prompt, after):
+    bridge = RecordingBridge()
+    reply = f"{before}<h>{earlier}</h>{before}<h>{prompt}</h>{after}"
+    result = request_image(ScriptedModel(reply), None, [{"role": "user", "content": "x"}], bridge=bridge)
+    assert result.prompt == prompt.strip() and bridge.calls[0][0] == prompt.strip()
