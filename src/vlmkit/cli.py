@@ -144,6 +144,8 @@ def bench_group() -> None:
 # their functions so that `vlmkit --help` stays quick.
 _COMMANDS: list[tuple[str | None, str, str]] = [
     ("bench", "vlmkit.bench.mining", "mining_command"),
+    (None, "vlmkit.chat", "chat_command"),
+    (None, "vlmkit.chat", "generate_image_command"),
 ]
 
 

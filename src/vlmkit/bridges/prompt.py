@@ -14,7 +14,15 @@ class PromptOnlyBridge(Bridge):
 
     tiny_config: dict[str, Any] = {}
 
-    def __call__(self, prompt: str, **_: Any) -> list[str]:
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        negative_prompt: str | None = None,
+        seed: int | None = None,
+        steps: int | None = None,
+        size: int | None = None,
+    ) -> list[str]:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"expected a non-empty image prompt, got {prompt!r}")
-        return [prompt]
+        return [prompt.strip()]
