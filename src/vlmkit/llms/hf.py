@@ -1,8 +1,9 @@
 """``hf-causal-lm``: any Hugging Face ``AutoModelForCausalLM`` as the LLM slot.
 
-The backbone comes from ``pretrained`` (a local directory or hub id, optionally a ``gguf_file`` in it)
-(``pkg://<package>`` for weights shipped inside an installed package) or from an architecture ``config`` (``{"model_type": "llama", ...}``) for tiny random models and for
-describing real ones without their weights. The tokenizer loads lazily from ``tokenizer`` (a path or
+The backbone comes from ``pretrained`` (a local directory or hub id, optionally a ``gguf_file`` in
+it; ``pkg://<package>`` for weights shipped inside an installed package) or from an architecture
+``config`` (``{"model_type": "llama", ...}``) for tiny random models and for describing real ones
+without their weights. The tokenizer loads lazily from ``tokenizer`` (a path or
 hub id, default: ``pretrained``) or is built locally with ``tokenizer="byte-level"``.
 """
 
@@ -58,7 +59,11 @@ def _hf_config(
 
 @vlmkit.register("llm", "hf-causal-lm")
 class HFCausalLM(LLM):
-    """A Hugging Face causal LM with its tokenizer; ``embed(ids: (B, L)) -> (B, L, hidden)``."""
+    """A Hugging Face causal LM with its tokenizer; ``embed(ids: (B, L)) -> (B, L, hidden)``.
+
+    After loading ``pretrained`` weights, ``loading_info`` holds transformers' report
+    (``missing_keys``, ``unexpected_keys``, ``mismatched_keys``); None for random weights.
+    """
 
     tiny_config = {
         "config": {
@@ -99,8 +104,11 @@ class HFCausalLM(LLM):
                 kwargs["gguf_file"] = gguf_file
             if torch_dtype is not None:
                 kwargs["dtype"] = torch_dtype
-            self.model = AutoModelForCausalLM.from_pretrained(pretrained, **kwargs)
+            self.model, self.loading_info = AutoModelForCausalLM.from_pretrained(
+                pretrained, output_loading_info=True, **kwargs
+            )
         else:
+            self.loading_info = None
             self.model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
             if torch_dtype is not None:
                 self.model.to(torch_dtype)
