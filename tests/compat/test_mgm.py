@@ -136,7 +136,7 @@ def test_load_equals_the_mgm_computation(
             **{k: v for k, v in parts.items() if k != "llm"},
         )  # fmt: skip
         tokens = model.encode_images(pixels)  # the default (fast) mining backend: rounding only
-        torch.testing.assert_close(tokens, expected, rtol=0, atol=1e-6 * expected.abs().max().item())
+        torch.testing.assert_close(tokens, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
         model.miner.backend = "reference"  # the literal computation: equal to the last bit
         torch.testing.assert_close(model.encode_images(pixels), expected, rtol=0, atol=0)
 
