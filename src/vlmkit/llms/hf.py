@@ -10,10 +10,14 @@ hub id, default: ``pretrained``) or is built locally with ``tokenizer="byte-leve
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 import vlmkit
@@ -34,6 +38,52 @@ def resolve_path(source: str | None) -> str | None:
     if spec is None or spec.origin is None:
         raise ValueError(f"{source!r}: no installed package named {module!r}")
     return str(Path(spec.origin).parent / rest) if rest else str(Path(spec.origin).parent)
+
+
+def cache_dir() -> Path:
+    """Where vlmkit keeps derived files: ``$VLMKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/vlmkit``,
+    else ``~/.cache/vlmkit``."""
+    if os.environ.get("VLMKIT_CACHE_DIR"):
+        return Path(os.environ["VLMKIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vlmkit"
+
+
+def dequantized_copy(pretrained: str, gguf_file: str, *, cache: str | Path | None = None) -> str:
+    """A safetensors copy of a GGUF model, made once and reused; returns its directory.
+
+    transformers dequantises the GGUF (``from_pretrained(pretrained, gguf_file=...)``, tens of
+    seconds even for a small model); the weights and the tokenizer are written under
+    ``cache / "gguf" / <file stem>-<file size>`` (default :func:`cache_dir`), so later loads read
+    plain safetensors. ``pretrained`` may be a directory or ``pkg://<package>``.
+    """
+    source = Path(resolve_path(pretrained) or "") / gguf_file
+    if not source.is_file():
+        raise FileNotFoundError(f"no GGUF file {gguf_file!r} in {pretrained!r} ({source})")
+    target = Path(cache or cache_dir()) / "gguf" / f"{source.stem}-{source.stat().st_size}"
+    if (target / "config.json").is_file():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=gguf_file)
+        # transformers will not save_pretrained a GGUF-loaded model; its weights are plain tensors
+        # now, so they are written directly (tied ones once) with the config.
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # the copy is plain float weights
+        config.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(source.parent), gguf_file=gguf_file).save_pretrained(str(tmp))
+        if (target / "config.json").is_file():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(target)
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
