@@ -54,3 +54,16 @@ def test_meta_build_has_the_real_sizes(name, tokens, llm_params, hidden):
     assert count(model.miner) == _mining_params(1024, 2880)
     assert count(model.projector) == 1024 * hidden + hidden + hidden * hidden + hidden
     assert count(model.llm) == llm_params
+
+
+def test_build_summary_prints_the_real_architecture():
+    from click.testing import CliRunner
+
+    from vlmkit.cli import cli
+
+    result = CliRunner().invoke(cli, ["build", "mgm-7b-hd", "--summary"])
+    assert result.exit_code == 0, result.output
+    assert "visual tokens per image: 2880 (5 views x 576)" in result.output
+    assert "6.74B" in result.output and "303.51M" in result.output
+    failed = CliRunner().invoke(cli, ["build", "mgm-7"])
+    assert failed.exit_code != 0 and "unknown preset 'mgm-7'" in failed.output
