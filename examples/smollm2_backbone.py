@@ -8,12 +8,12 @@ Run::
 
     python examples/smollm2_backbone.py
 
-The first run dequantises the GGUF into a safetensors copy under ``~/.cache/vlmkit`` (about 30 s;
-``VLMKIT_CACHE_DIR`` moves it); later runs load that copy in seconds. The vision side is Mini-Gemini's
-architecture (CLIP ViT LR tower, ConvNeXt HR tower, patch info mining, ``mlp2x_gelu``) at tiny width
-with random weights: the builder fits the projector to SmolLM2's 576-wide embeddings, and text
-answers come from SmolLM2 itself, but image answers mean nothing until the vision side is trained
-(see ``vlmkit train``).
+The first run dequantises the GGUF into a safetensors copy under ``~/.cache/vlmkit`` (about
+30 s; ``VLMKIT_CACHE_DIR`` moves it); later runs load that copy in seconds. The vision side is
+Mini-Gemini's architecture (CLIP ViT LR tower, ConvNeXt HR tower, patch info mining,
+``mlp2x_gelu``) at tiny width with random weights: the builder fits the projector to SmolLM2's
+576-wide embeddings, and text answers come from SmolLM2 itself, but image answers mean nothing
+until the vision side is trained (see ``vlmkit train``).
 """
 
 from __future__ import annotations

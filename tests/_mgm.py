@@ -16,7 +16,7 @@ from torch import nn
 IMAGE_TOKEN_INDEX = -200
 
 
-def clip_patch_features(clip_vision: nn.Module, pixels: torch.Tensor, layer: int = -2) -> torch.Tensor:
+def clip_patch_features(clip_vision: nn.Module, pixels: torch.Tensor, layer: int = -2):
     """``hidden_states[layer]`` of an HF ``CLIPVisionModel``, CLS dropped: ``(B, N, C)``."""
     out = clip_vision(pixel_values=pixels, output_hidden_states=True)
     return out.hidden_states[layer][:, 1:]
@@ -77,7 +77,9 @@ def visual_tokens(
     out = []
     for image in hr_pixels:
         image = image[None]
-        lr_input = F.interpolate(image, size=(lr_size * grid,) * 2, mode="bilinear", align_corners=False)
+        lr_input = F.interpolate(
+            image, size=(lr_size * grid,) * 2, mode="bilinear", align_corners=False
+        )
         hr_map = convnext_fused(stem, stages, image)
         if grid == 1:
             lr = clip_patch_features(clip_vision, lr_input)
@@ -91,11 +93,14 @@ def visual_tokens(
             local = mine(clip_patch_features(clip_vision, crops), hr_crops, query, key, value)
             parts = [local.reshape(1, -1, local.shape[-1])]
             if image_global:
-                whole = F.interpolate(lr_input, size=(lr_size,) * 2, mode="bilinear", align_corners=False)
+                whole = F.interpolate(
+                    lr_input, size=(lr_size,) * 2, mode="bilinear", align_corners=False
+                )
                 hr_whole = F.interpolate(
                     hr_map.float(), scale_factor=1 / grid, mode="bilinear", align_corners=False
                 )
-                parts.insert(0, mine(clip_patch_features(clip_vision, whole), hr_whole, query, key, value))
+                lr_whole = clip_patch_features(clip_vision, whole)
+                parts.insert(0, mine(lr_whole, hr_whole, query, key, value))
             tokens = torch.cat(parts, dim=1)
         out.append(projector(tokens))
     return torch.cat(out)

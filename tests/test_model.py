@@ -104,7 +104,8 @@ def test_forward_with_labels_masks_images_and_prompt(model):
     assert (labels[: -len(answer)] == IGNORE_INDEX).all()  # system, user turn, image, opening
 
     out = model(ids[None], labels=labels[None], images=[_image(4)])
-    spliced = torch.cat([labels[:image_at], torch.full((64,), IGNORE_INDEX), labels[image_at + 1 :]])
+    image_labels = torch.full((64,), IGNORE_INDEX)
+    spliced = torch.cat([labels[:image_at], image_labels, labels[image_at + 1 :]])
     assert out.logits.shape == (1, len(ids) - 1 + 64, 260)
     expected = F.cross_entropy(out.logits[0, :-1], spliced[1:], ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(out.loss, expected)
@@ -155,6 +156,22 @@ def test_chat_returns_text(model):
         model.chat([_image(9)], [{"role": "user", "content": "<image> <image> two?"}])
 
 
+@pytest.mark.parametrize("template, bos", [("vicuna_v1", True), ("chatml", False)])
+def test_chat_adds_bos_only_where_the_template_says(model, monkeypatch, template, bos):
+    seen = []
+
+    def generate(ids, images=None, **kwargs):
+        seen.append(ids[0].tolist())
+        return torch.tensor([_ids(model, " hi")])
+
+    monkeypatch.setattr(model, "generate", generate)
+    messages = [{"role": "user", "content": "Name it."}]
+    assert model.chat(None, messages, template=template) == "hi"
+    tok = model.llm.tokenizer
+    text = vlmkit.data.conversation.get_template(template).render(messages)
+    assert seen == [[tok.bos_token_id] * bos + _ids(model, text)]
+
+
 @pytest.mark.parametrize("shard_size", ["2GB", 20_000])
 def test_save_and_load_give_exact_logits(model, tmp_path, shard_size):
     model.save_pretrained(tmp_path / "saved", max_shard_size=shard_size)
@@ -164,8 +181,10 @@ def test_save_and_load_give_exact_logits(model, tmp_path, shard_size):
     ids = torch.tensor([[1, *_ids(model, "look "), IMAGE_TOKEN_INDEX, *_ids(model, "here")]])
     with torch.no_grad():
         expected = model(ids, images=[_image(10)]).logits
-        torch.testing.assert_close(loaded(ids, images=[_image(10)]).logits, expected, rtol=0, atol=0)
-    assert loaded.llm.tokenizer("é€ abc")["input_ids"] == model.llm.tokenizer("é€ abc")["input_ids"]
+        reloaded = loaded(ids, images=[_image(10)]).logits
+        torch.testing.assert_close(reloaded, expected, rtol=0, atol=0)
+    text = "é€ abc"
+    assert loaded.llm.tokenizer(text)["input_ids"] == model.llm.tokenizer(text)["input_ids"]
 
 
 def test_wrong_image_size_names_both_sizes(model):

@@ -32,8 +32,10 @@ def _projection(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim))
 
 
-def write_release(root, *, architecture="MGMLlamaForCausalLM", model_type="mgm", shards=False,
-                  grid=1, image_global=False, hr_size=64, extra=None, drop=(), config=None):  # fmt: skip
+def write_release(
+    root, *, architecture="MGMLlamaForCausalLM", model_type="mgm", shards=False, grid=1,
+    image_global=False, hr_size=64, extra=None, drop=(), config=None,
+):  # fmt: skip
     """An MGM release under ``root / "release"`` plus its two tower directories; returns the
     modules holding the weights MGM would compute with."""
     clip_dir = root / "clip-vit-tiny"
@@ -136,7 +138,8 @@ def test_load_equals_the_mgm_computation(
             **{k: v for k, v in parts.items() if k != "llm"},
         )  # fmt: skip
         tokens = model.encode_images(pixels)  # the default (fast) mining backend: rounding only
-        torch.testing.assert_close(tokens, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+        atol = 1e-5 * expected.abs().max().item()
+        torch.testing.assert_close(tokens, expected, rtol=0, atol=atol)
         model.miner.backend = "reference"  # the literal computation: equal to the last bit
         torch.testing.assert_close(model.encode_images(pixels), expected, rtol=0, atol=0)
 
@@ -201,7 +204,7 @@ def test_unknown_llm_key_and_missing_weights_are_named(tmp_path):
     "fields, message",
     [
         ({"mm_use_im_start_end": True}, "mm_use_im_start_end=True"),
-        ({"architectures": ["LlavaQwenForCausalLM"], "model_type": "llava"}, "LlavaQwenForCausalLM"),
+        ({"architectures": ["LlavaQwenForCausalLM"], "model_type": "llava"}, "LlavaQwen"),
         ({"mm_projector_type": "resampler"}, "mm_projector_type='resampler'"),
         ({"mm_vision_tower_aux": "nowhere/on/disk"}, "mm_vision_tower_aux='nowhere/on/disk'"),
         ({"mm_hidden_size_aux": 2880}, "hr_dim=2880"),

@@ -60,7 +60,10 @@ KNOWN_TOWERS = {
 
 # MGM key -> vlmkit key, for every module MGM adds to the LLM (§4 of DESIGN.md).
 _VISION_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^model\.vision_tower\.vision_tower\.vision_model\.(.+)$"), "lr_encoder.vision_tower.{clip}{0}"),
+    (
+        re.compile(r"^model\.vision_tower\.vision_tower\.vision_model\.(.+)$"),
+        "lr_encoder.vision_tower.{clip}{0}",
+    ),
     (re.compile(r"^model\.vision_tower_aux\.(vision_stem\..+)$"), "hr_encoder.{0}"),
     (re.compile(r"^model\.vision_tower_aux\.(vision_stages\.[0-3]\..+)$"), "hr_encoder.{0}"),
     (re.compile(r"^model\.mm_projector\.(\d+\.(?:weight|bias))$"), "projector.{0}"),
@@ -82,7 +85,8 @@ class MGMFormatError(ValueError):
 
 @functools.lru_cache(maxsize=1)
 def _clip_prefix() -> str:
-    """``"vision_model."`` where this transformers keeps that level in ``CLIPVisionModel``, else ``""``."""
+    """``"vision_model."`` where this transformers keeps that level in ``CLIPVisionModel``, else
+    ``""``."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     config = CLIPVisionConfig(
@@ -176,7 +180,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def llm_type(config: Mapping[str, Any]) -> str:
-    """The HF model type of the LLM of an MGM config (from ``architectures``, else ``model_type``)."""
+    """The HF model type of an MGM config's LLM (from ``architectures``, else ``model_type``)."""
     for name in config.get("architectures") or []:
         match = _ARCHITECTURE.match(name)
         if match:
@@ -302,7 +306,9 @@ def vlmkit_config(
         raise MGMFormatError(f"dtype must be one of {sorted(_DTYPE_NAMES.values())}, got {dtype!r}")
     lr_encoder = {
         "name": "hf-clip-vit",
-        "pretrained": _tower_path(mgm.get("mm_vision_tower"), vision_tower, root, "mm_vision_tower"),
+        "pretrained": _tower_path(
+            mgm.get("mm_vision_tower"), vision_tower, root, "mm_vision_tower"
+        ),
         "select_layer": int(mgm.get("mm_vision_select_layer", -2)),
         "select_feature": mgm.get("mm_vision_select_feature", "patch"),
     }
@@ -323,8 +329,7 @@ def vlmkit_config(
         "image_global": bool(mgm.get("image_global", False)),
         "chat_template": chat_template or _chat_template(llm, llm_config),
     }
-    if "mm_hidden_size" in mgm:
-        lr_dim = int(mgm["mm_hidden_size"])
+    lr_dim = int(mgm["mm_hidden_size"]) if "mm_hidden_size" in mgm else None
     aux = mgm.get("mm_vision_tower_aux")
     if aux or vision_tower_aux:
         config["hr_encoder"] = {
@@ -333,13 +338,13 @@ def vlmkit_config(
             "image_size": int(mgm.get("image_size_aux", 320)),
         }
         config["miner"] = {"name": "patch_info_mining"}
-        if "mm_hidden_size" in mgm:
+        if lr_dim is not None:
             config["miner"]["lr_dim"] = lr_dim
         if "mm_hidden_size_aux" in mgm:
             config["miner"]["hr_dim"] = int(mgm["mm_hidden_size_aux"])
     else:
         config["miner"] = {"name": "identity"}
-        if "mm_hidden_size" in mgm:
+        if lr_dim is not None:
             config["projector"]["in_dim"] = lr_dim
     return config
 
@@ -375,8 +380,7 @@ def load(
     mgm = read_config(root)
     files = weight_files(root)
     vision_keys = [key for key in files if _MGM_MODULES.match(key)]
-    with torch.device("meta"):
-        skeleton = build(config, device="meta").state_dict()
+    skeleton = build(config, device="meta").state_dict()
     shapes = {}
     for key in vision_keys:
         with safe_open(str(files[key]), framework="pt") as handle:
@@ -427,7 +431,9 @@ def _check_llm(llm: Any, llm_keys: list[str]) -> None:
     if mismatched:
         problems.append(f"LLM weight(s) with another shape: {mismatched[:10]}")
     if problems:
-        raise MGMFormatError("the release's LLM weights do not fit its config: " + "; ".join(problems))
+        raise MGMFormatError(
+            "the release's LLM weights do not fit its config: " + "; ".join(problems)
+        )
 
 
 def _apply_tokenizer_fields(model: Any, mgm: Mapping[str, Any]) -> None:
@@ -441,4 +447,6 @@ def _apply_tokenizer_fields(model: Any, mgm: Mapping[str, Any]) -> None:
         tokenizer.padding_side = side
 
 
-__all__ = ["load", "convert_state_dict", "convert_key", "vlmkit_config", "read_config", "MGMFormatError"]
+__all__ = [
+    "load", "convert_state_dict", "convert_key", "vlmkit_config", "read_config", "MGMFormatError"
+]  # fmt: skip
