@@ -235,3 +235,33 @@ def test_not_a_release(tmp_path):
 )
 def test_llm_type_from_old_and_new_names(config, expected):
     assert mgm.llm_type(config) == expected
+
+
+def test_official_tower_paths_become_hub_ids_and_fields_map(tmp_path):
+    """An official-looking config (authors' paths, Gemma, HD, bf16) read without any download."""
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architectures": ["MiniGeminiGemmaForCausalLM"], "model_type": "mini_gemini_gemma",
+        "hidden_size": 2048, "vocab_size": 256000, "torch_dtype": "bfloat16",
+        "mm_vision_tower": "model_zoo/OpenAI/clip-vit-large-patch14-336",
+        "mm_vision_tower_aux": "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
+        "mm_hidden_size": 1024, "mm_hidden_size_aux": 2880, "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+        "image_size_aux": 1536, "image_grid": 2, "image_global": True,
+        "image_aspect_ratio": "pad", "mm_use_im_start_end": False,
+    }))  # fmt: skip
+    config = mgm.vlmkit_config(tmp_path)
+    assert config["lr_encoder"]["pretrained"] == "openai/clip-vit-large-patch14-336"
+    assert config["hr_encoder"] == {
+        "name": "openclip-convnext", "image_size": 1536,
+        "pretrained": "laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup",
+    }  # fmt: skip
+    assert config["miner"] == {"name": "patch_info_mining", "lr_dim": 1024, "hr_dim": 2880}
+    assert config["projector"] == {"name": "mlp2x_gelu", "depth": 2}
+    views = (config["image_grid"], config["image_global"], config["chat_template"])
+    assert views == (2, True, "gemma")
+    llm = config["llm"]
+    assert llm["config"] == {"model_type": "gemma", "hidden_size": 2048, "vocab_size": 256000}
+    assert (llm["dtype"], llm["pretrained"]) == ("bfloat16", str(tmp_path))
+    assert llm["trust_remote_code"] is False
+    override = mgm.vlmkit_config(tmp_path, dtype=torch.float32, chat_template="plain")
+    assert (override["llm"]["dtype"], override["chat_template"]) == ("float32", "plain")
