@@ -215,7 +215,8 @@ class VisionLanguageModel(nn.Module):
         chat_template = get_template(template or self.config.chat_template)
         text = chat_template.render(messages, add_generation_prompt=True)
         tok = self.llm.tokenizer
-        ids = torch.tensor([tokenize_with_images(text, tok)], dtype=torch.long)
+        ids = tokenize_with_images(text, tok, add_bos=chat_template.add_bos)
+        ids = torch.tensor([ids], dtype=torch.long)
         out = self.generate(
             ids,
             images=images if isinstance(images, torch.Tensor) else (image_list or None),

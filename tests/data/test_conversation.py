@@ -21,7 +21,8 @@ from vlmkit.data.conversation import (
     tokenize_with_images,
 )
 
-TEMPLATE_NAMES = ["vicuna_v1", "gemma", "mistral_instruct", "chatml_direct", "llama_3", "plain"]
+MGM_TEMPLATES = ["vicuna_v1", "gemma", "mistral_instruct", "chatml_direct", "llama_3", "plain"]
+TEMPLATE_NAMES = [*MGM_TEMPLATES, "chatml", "smollm2"]
 
 TWO_TURNS = [
     {"role": "user", "content": "<image>\nWhat is in the picture?"},
@@ -60,6 +61,17 @@ EXPECTED = {
         "<|start_header_id|>user<|end_header_id|>\n\nWhat colour is it?<|eot_id|>"
         "<|start_header_id|>system<|end_header_id|>\n\n"
     ),
+    "chatml": (
+        "<|im_start|>user\n<image>\nWhat is in the picture?<|im_end|>\n"
+        "<|im_start|>assistant\nA cat.<|im_end|>\n"
+        "<|im_start|>user\nWhat colour is it?<|im_end|>\n<|im_start|>assistant\n"
+    ),
+    "smollm2": (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        "Face<|im_end|>\n<|im_start|>user\n<image>\nWhat is in the picture?<|im_end|>\n"
+        "<|im_start|>assistant\nA cat.<|im_end|>\n"
+        "<|im_start|>user\nWhat colour is it?<|im_end|>\n<|im_start|>assistant\n"
+    ),
     # Pretraining format: a user turn keeps only its image; a turn without one keeps its text.
     "plain": "<image>A cat.\nWhat colour is it?",
 }
@@ -97,7 +109,8 @@ def tokenizer():
 
 
 # ----------------------------------------------------------------------------- the templates
-def test_exactly_the_mgm_templates():
+def test_the_mgm_templates_and_chatml_ones():
+    assert set(MGM_TEMPLATES) < set(CHAT_TEMPLATES)
     assert sorted(CHAT_TEMPLATES) == sorted(TEMPLATE_NAMES)
 
 

@@ -2,9 +2,10 @@
 
 A :class:`ChatTemplate` holds the text around each turn for one of Mini-Gemini's conversation
 formats (``vicuna_v1``, ``gemma``, ``mistral_instruct``, ``chatml_direct``, ``llama_3``,
-``plain``); one generic renderer writes them all, so the text is checkable field by field. The
-rendered text keeps ``<image>`` placeholders: :func:`tokenize_with_images` turns each into the id
-``IMAGE_TOKEN_INDEX`` (-200), which the model later replaces by the image's visual tokens.
+``plain``) and for other backbones (``chatml``, ``smollm2``); one generic renderer writes them
+all, so the text is checkable field by field. The rendered text keeps ``<image>`` placeholders:
+:func:`tokenize_with_images` turns each into the id ``IMAGE_TOKEN_INDEX`` (-200), which the model
+later replaces by the image's visual tokens.
 :func:`build_example` gives training ids and labels, supervising only the assistant's answers.
 """
 
@@ -138,6 +139,18 @@ _VISION_ASSISTANT_SYSTEM = (
     "and assist the user with a variety of tasks using natural language."
 )
 
+# ChatML as SmolLM2, Qwen2 and others write it (a newline after every turn); no BOS, as their
+# tokenizers' own chat templates add none.
+_CHATML = ChatTemplate(
+    name="chatml",
+    system_format="<|im_start|>system\n{system}<|im_end|>\n",
+    user_format="<|im_start|>user\n{content}<|im_end|>\n",
+    assistant_prefix="<|im_start|>assistant\n",
+    answer_format="{content}<|im_end|>\n",
+    stop_str="<|im_end|>",
+    add_bos=False,
+)
+
 CHAT_TEMPLATES: dict[str, ChatTemplate] = {
     t.name: t
     for t in (
@@ -188,6 +201,13 @@ CHAT_TEMPLATES: dict[str, ChatTemplate] = {
             assistant_prefix="<|start_header_id|>system<|end_header_id|>\n\n",
             answer_format="{content}<|eot_id|>",
             stop_str="<|eot_id|>",
+        ),
+        _CHATML,
+        # SmolLM2-Instruct's template: ChatML with its default system prompt.
+        dataclasses.replace(
+            _CHATML,
+            name="smollm2",
+            system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
         ),
         ChatTemplate(
             name="plain",

@@ -1,18 +1,23 @@
 """``hf-causal-lm``: any Hugging Face ``AutoModelForCausalLM`` as the LLM slot.
 
-The backbone comes from ``pretrained`` (a local directory or hub id, optionally a ``gguf_file`` in it)
-(``pkg://<package>`` for weights shipped inside an installed package) or from an architecture ``config`` (``{"model_type": "llama", ...}``) for tiny random models and for
-describing real ones without their weights. The tokenizer loads lazily from ``tokenizer`` (a path or
+The backbone comes from ``pretrained`` (a local directory or hub id, optionally a ``gguf_file`` in
+it; ``pkg://<package>`` for weights shipped inside an installed package) or from an architecture
+``config`` (``{"model_type": "llama", ...}``) for tiny random models and for describing real ones
+without their weights. The tokenizer loads lazily from ``tokenizer`` (a path or
 hub id, default: ``pretrained``) or is built locally with ``tokenizer="byte-level"``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 import vlmkit
@@ -33,6 +38,52 @@ def resolve_path(source: str | None) -> str | None:
     if spec is None or spec.origin is None:
         raise ValueError(f"{source!r}: no installed package named {module!r}")
     return str(Path(spec.origin).parent / rest) if rest else str(Path(spec.origin).parent)
+
+
+def cache_dir() -> Path:
+    """Where vlmkit keeps derived files: ``$VLMKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/vlmkit``,
+    else ``~/.cache/vlmkit``."""
+    if os.environ.get("VLMKIT_CACHE_DIR"):
+        return Path(os.environ["VLMKIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vlmkit"
+
+
+def dequantized_copy(pretrained: str, gguf_file: str, *, cache: str | Path | None = None) -> str:
+    """A safetensors copy of a GGUF model, made once and reused; returns its directory.
+
+    transformers dequantises the GGUF (``from_pretrained(pretrained, gguf_file=...)``, tens of
+    seconds even for a small model); the weights and the tokenizer are written under
+    ``cache / "gguf" / <file stem>-<file size>`` (default :func:`cache_dir`), so later loads read
+    plain safetensors. ``pretrained`` may be a directory or ``pkg://<package>``.
+    """
+    source = Path(resolve_path(pretrained) or "") / gguf_file
+    if not source.is_file():
+        raise FileNotFoundError(f"no GGUF file {gguf_file!r} in {pretrained!r} ({source})")
+    target = Path(cache or cache_dir()) / "gguf" / f"{source.stem}-{source.stat().st_size}"
+    if (target / "config.json").is_file():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=gguf_file)
+        # transformers will not save_pretrained a GGUF-loaded model; its weights are plain tensors
+        # now, so they are written directly (tied ones once) with the config.
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # the copy is plain float weights
+        config.save_pretrained(str(tmp))
+        AutoTokenizer.from_pretrained(str(source.parent), gguf_file=gguf_file).save_pretrained(str(tmp))
+        if (target / "config.json").is_file():  # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(target)
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -58,7 +109,11 @@ def _hf_config(
 
 @vlmkit.register("llm", "hf-causal-lm")
 class HFCausalLM(LLM):
-    """A Hugging Face causal LM with its tokenizer; ``embed(ids: (B, L)) -> (B, L, hidden)``."""
+    """A Hugging Face causal LM with its tokenizer; ``embed(ids: (B, L)) -> (B, L, hidden)``.
+
+    After loading ``pretrained`` weights, ``loading_info`` holds transformers' report
+    (``missing_keys``, ``unexpected_keys``, ``mismatched_keys``); None for random weights.
+    """
 
     tiny_config = {
         "config": {
@@ -99,8 +154,11 @@ class HFCausalLM(LLM):
                 kwargs["gguf_file"] = gguf_file
             if torch_dtype is not None:
                 kwargs["dtype"] = torch_dtype
-            self.model = AutoModelForCausalLM.from_pretrained(pretrained, **kwargs)
+            self.model, self.loading_info = AutoModelForCausalLM.from_pretrained(
+                pretrained, output_loading_info=True, **kwargs
+            )
         else:
+            self.loading_info = None
             self.model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust_remote_code)
             if torch_dtype is not None:
                 self.model.to(torch_dtype)
