@@ -140,8 +140,11 @@ def test_load_equals_the_mgm_computation(
         tokens = model.encode_images(pixels)  # the default (fast) mining backend: rounding only
         atol = 1e-5 * expected.abs().max().item()
         torch.testing.assert_close(tokens, expected, rtol=0, atol=atol)
-        model.miner.backend = "reference"  # the literal computation: equal to the last bit
-        torch.testing.assert_close(model.encode_images(pixels), expected, rtol=0, atol=0)
+        # The literal computation: the same operations as the restatement, so equal up to the
+        # summation order that BLAS picks for the thread count (a few float32 ulps of the scale).
+        model.miner.backend = "reference"
+        atol = 1e-6 * expected.abs().max().item()
+        torch.testing.assert_close(model.encode_images(pixels), expected, rtol=0, atol=atol)
 
         ids = [1, 72, 105, _mgm.IMAGE_TOKEN_INDEX, 33, 10, 65, _mgm.IMAGE_TOKEN_INDEX, 66]
         logits = model(torch.tensor([ids]), images=pixels).logits
