@@ -144,6 +144,8 @@ def bench_group() -> None:
 # their functions so that `vlmkit --help` stays quick.
 _COMMANDS: list[tuple[str | None, str, str]] = [
     ("bench", "vlmkit.bench.mining", "mining_command"),
+    (None, "vlmkit.train.command", "train_command"),
+    (None, "vlmkit.train.vqa_eval", "eval_command"),
 ]
 
 

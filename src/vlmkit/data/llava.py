@@ -229,3 +229,40 @@ class LlavaDataset(torch.utils.data.Dataset):
             self._skip(index, "no assistant tokens to learn from (after truncation)")
             return None
         return {"input_ids": ids, "labels": labels}
+
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 70, 220),
+           "yellow": (240, 220, 40), "black": (10, 10, 10), "white": (250, 250, 250)}
+
+
+def write_synthetic(folder: str | Path, n: int = 16, *, seed: int = 0) -> Path:
+    """Write a small LLaVA-format dataset (``images/*.png`` + ``train.json``) and return the JSON path.
+
+    Each sample is a square of one colour on a grey ground with the question "What colour is the
+    square?" and the colour's name as the answer; every fourth sample is text-only. For tests and
+    the docs' tiny training runs (no downloads).
+    """
+    import random
+
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    names = sorted(COLOURS)
+    records = []
+    for i in range(n):
+        colour = rng.choice(names)
+        if i % 4 == 3:
+            records.append({"id": f"text-{i}", "conversations": [
+                {"from": "human", "value": f"Name the colour written here: {colour}."},
+                {"from": "gpt", "value": colour}]})
+            continue
+        image = Image.new("RGB", (rng.randint(24, 48), rng.randint(24, 48)), (128, 128, 128))
+        w, h = image.size
+        image.paste(COLOURS[colour], (w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+        image.save(folder / "images" / f"{i:04d}.png")
+        records.append({"id": f"img-{i}", "image": f"images/{i:04d}.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat colour is the square?"},
+            {"from": "gpt", "value": f"The square is {colour}."}]})
+    path = folder / "train.json"
+    path.write_text(json.dumps(records, indent=1))
+    return path

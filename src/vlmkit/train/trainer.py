@@ -12,6 +12,7 @@ hardware has it, and gradient checkpointing of the LLM. Checkpoints resume exact
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +21,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -159,6 +160,31 @@ class _TrainStep(nn.Module):
         return loss
 
 
+@contextlib.contextmanager
+def miner_in_float32(model: nn.Module, device_type: str, active: bool) -> Iterator[None]:
+    """Run the miner outside autocast, on float32 inputs, while ``active``.
+
+    The mining op's fused backends write into float32 buffers in place, which autocast's
+    bf16 matmuls cannot feed; the miner is small, so it runs in full precision.
+    """
+    if not active:
+        yield
+        return
+    miner = model.miner
+    forward = miner.forward
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args)
+        with torch.autocast(device_type, enabled=False):
+            return forward(*args, **kwargs)
+
+    miner.forward = run
+    try:
+        yield
+    finally:
+        del miner.forward
+
+
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """AdamW groups per slot, with and without weight decay (none on biases and norms)."""
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
@@ -200,6 +226,8 @@ class Trainer:
         self.info: DistInfo = init_from_env()
         self.device = device_for(self.info)
         self.parameter_counts: dict[str, tuple[int, int]] = {}
+        self.optimizer: Any = None  # set by train()
+        self.scheduler: Any = None
 
     # ------------------------------------------------------------------ setup
     def accum_steps(self) -> int:
@@ -297,6 +325,7 @@ class Trainer:
         scheduler = get_scheduler(cfg.lr_schedule, optimizer,
                                   num_warmup_steps=math.ceil(cfg.warmup_ratio * cfg.max_steps),
                                   num_training_steps=cfg.max_steps)
+        self.optimizer, self.scheduler = optimizer, scheduler
         start = 0
         if checkpoint is not None:
             start = self._restore(checkpoint, plan, optimizer, scheduler)
@@ -345,6 +374,18 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=start, desc=f"train {cfg.stage}", unit="step",
                    disable=not (cfg.progress and info.is_main), dynamic_ncols=True)
         history: list[dict[str, Any]] = []
+        with miner_in_float32(self.model, device.type, self._bf16()):
+            self._steps(start, plan, step_module, optimizer, scheduler, trainable, autocast,
+                        metrics_path, bar, history)
+        bar.close()
+        if cfg.output_dir:
+            self.save_final(Path(cfg.output_dir))
+        return history
+
+    def _steps(self, start: int, plan: GlobalBatches, step_module: nn.Module, optimizer: Any,
+               scheduler: Any, trainable: list[nn.Parameter], autocast: Any,
+               metrics_path: Path | None, bar: Any, history: list[dict[str, Any]]) -> None:
+        cfg, info, device = self.config, self.info, self.device
         for step in range(start, cfg.max_steps):
             began = time.perf_counter()
             micro = [self.collator([self.dataset[i] for i in indices])
@@ -389,10 +430,6 @@ class Trainer:
             if cfg.output_dir and cfg.save_steps and ((step + 1) % cfg.save_steps == 0
                                                      or step + 1 == cfg.max_steps):
                 self.save_checkpoint(step + 1, plan, step_module, optimizer, scheduler)
-        bar.close()
-        if cfg.output_dir:
-            self.save_final(Path(cfg.output_dir))
-        return history
 
     def save_final(self, output_dir: Path) -> Path:
         """``<output_dir>/final``: the trained model, loadable with ``from_pretrained``. Under LoRA
