@@ -258,23 +258,57 @@ class Trainer:
                              lengths=lengths)
 
     # ------------------------------------------------------------------ checkpoints
-    def _write_weights(self, folder: Path, step_module: nn.Module) -> None:
+    @property
+    def sharded(self) -> bool:
+        return self.info.enabled and self.config.distributed == "fsdp"
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's full weights (on CPU). Under FSDP this gathers the shards: every process
+        must call it, and only process 0 gets the tensors (the others an empty dict)."""
+        if not self.sharded:
+            return self.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self._step_module, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True))
+        return {k[len("model."):]: v for k, v in full.items()}
+
+    def _optimizer_state(self, optimizer: Any) -> dict[str, Any]:
+        if not self.sharded:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self._step_module, optimizer, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True))
+
+    def _load_optimizer_state(self, optimizer: Any, state: dict[str, Any]) -> None:
+        if not self.sharded:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self._step_module, optimizer, optim_state_dict=state,
+                                 options=StateDictOptions(full_state_dict=True))
+
+    def _write_weights(self, folder: Path, weights: dict[str, torch.Tensor]) -> None:
+        from vlmkit._checkpoint import save_model
+
         if is_lora(self.model):
             save_lora(self.model, folder / "adapter")
         else:
-            self.model.save_pretrained(folder / "model")
+            save_model(self.model, folder / "model", state_dict=weights)
 
-    def save_checkpoint(self, step: int, plan: GlobalBatches, step_module: nn.Module,
-                        optimizer: Any, scheduler: Any) -> Path:
+    def save_checkpoint(self, step: int, plan: GlobalBatches, optimizer: Any, scheduler: Any) -> Path:
+        """Write ``<output_dir>/checkpoint-<step>`` (every process calls it)."""
         cfg = self.config
-        if self.config.distributed == "fsdp" and self.info.enabled:
-            raise NotImplementedError("checkpoints under FSDP are not supported yet; use DDP")
+        weights = self.full_state_dict()
+        optimizer_state = self._optimizer_state(optimizer)
         state = {"step": step, "sampler": plan.state(step), "config": dataclasses.asdict(cfg),
                  "skipped": len(getattr(self.dataset, "skipped", ()))}
         return ckpt.save_checkpoint(
             cfg.output_dir, step, info=self.info,
-            write_weights=lambda folder: self._write_weights(folder, step_module),
-            optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
+            write_weights=lambda folder: self._write_weights(folder, weights),
+            optimizer_state=optimizer_state, scheduler_state=scheduler.state_dict(),
             trainer_state=state, keep_last=cfg.save_total_limit)
 
     def _load_weights(self, checkpoint: Path) -> None:
@@ -317,7 +351,10 @@ class Trainer:
             checkpoint = ckpt.resolve_resume(resume_from, cfg.output_dir)
             self._load_weights(checkpoint)
         strategy = "ddp" if cfg.distributed == "auto" else cfg.distributed
+        if strategy == "fsdp" and is_lora(model):
+            raise ValueError("LoRA under FSDP is not supported; use distributed='ddp'")
         step_module = wrap(_TrainStep(model, keep_vision_in_graph=info.enabled), strategy, info)
+        self._step_module = step_module
         optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.learning_rate,
                                       betas=cfg.adam_betas, eps=cfg.adam_eps)
         from transformers import get_scheduler
@@ -342,7 +379,7 @@ class Trainer:
                              "global batch")
         if start > self.config.max_steps:
             raise ValueError(f"{checkpoint} is at step {start}, past max_steps={self.config.max_steps}")
-        optimizer.load_state_dict(state["optimizer"])
+        self._load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state["rng"] is not None:
             ckpt.set_rng_state(state["rng"])
@@ -429,17 +466,20 @@ class Trainer:
             bar.update(1)
             if cfg.output_dir and cfg.save_steps and ((step + 1) % cfg.save_steps == 0
                                                      or step + 1 == cfg.max_steps):
-                self.save_checkpoint(step + 1, plan, step_module, optimizer, scheduler)
+                self.save_checkpoint(step + 1, plan, optimizer, scheduler)
 
     def save_final(self, output_dir: Path) -> Path:
         """``<output_dir>/final``: the trained model, loadable with ``from_pretrained``. Under LoRA
         the adapters are written to ``<output_dir>/adapter`` first, then merged into the LLM."""
+        from vlmkit._checkpoint import save_model
+
         final = output_dir / FINAL_DIR
+        weights = None if is_lora(self.model) else self.full_state_dict()
         if self.info.is_main:
             if is_lora(self.model):
                 save_lora(self.model, output_dir / "adapter")
                 merge_lora(self.model)
-            self.model.save_pretrained(final)
+            save_model(self.model, final, state_dict=weights)
             skipped = getattr(self.dataset, "skipped", {})
             if skipped:
                 logger.warning("%d sample(s) were skipped on process 0; see %s", len(skipped),

@@ -1,0 +1,63 @@
+"""Two processes on the CPU (gloo) under torchrun: replicas stay identical and the loss equals
+one process's with the same global batch; the result loads with from_pretrained."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import vlmkit
+from vlmkit.data.llava import LlavaDataset
+from vlmkit.train.trainer import TrainConfig, Trainer
+
+from . import _dist_worker as worker
+from .conftest import tiny_model
+
+
+def _torchrun(args, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    src = str(Path(vlmkit.__file__).parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *args]
+    result = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_data):
+    """One process, the workers' global batch (4 per device, no accumulation)."""
+    model = tiny_model()
+    config = TrainConfig.from_preset(
+        model.config, "finetune", max_steps=worker.STEPS, per_device_batch_size=worker.GLOBAL,
+        global_batch_size=worker.GLOBAL, learning_rate=1e-3, warmup_ratio=0.0, progress=False)
+    history = Trainer(model, LlavaDataset(tiny_data, None, model), config).train()
+    return history, model.state_dict()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(strategy, one_process, tiny_data, tmp_path):
+    out = tmp_path / "out"
+    _torchrun([worker.__file__, str(tiny_data), str(out), strategy], tmp_path)
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["losses"] == ranks[1]["losses"]  # both report the global loss
+    if strategy == "ddp":  # replicas are identical after the steps
+        for k, v in ranks[0]["state"].items():
+            assert torch.equal(v, ranks[1]["state"][k]), k
+    else:  # FSDP gathers the full weights on rank 0 only
+        assert ranks[1]["state"] == {}
+    history, state = one_process
+    assert [h["tokens"] for h in history] == ranks[0]["tokens"]
+    assert ranks[0]["losses"] == pytest.approx([h["loss"] for h in history], rel=1e-5)
+    assert ranks[0]["state"].keys() == state.keys()
+    for k, v in state.items():
+        torch.testing.assert_close(ranks[0]["state"][k], v, rtol=1e-4, atol=1e-5)
+    loaded = vlmkit.VisionLanguageModel.from_pretrained(out / "final")
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, ranks[0]["state"][k]), k
+    assert (out / f"checkpoint-{worker.STEPS}" / "rng_state_1.pt").is_file()
