@@ -441,7 +441,8 @@ class Trainer:
                 with no_sync(step_module, active=info.enabled and a < len(micro) - 1):
                     with autocast:
                         loss = step_module(**inputs, num_items=num_items)
-                    (loss * info.world).backward()
+                    if loss.requires_grad:  # e.g. text-only samples in pretrain: nothing to learn
+                        (loss * info.world).backward()
                 loss_sum += loss.detach().float()
             grad_norm = None
             if cfg.max_grad_norm:
