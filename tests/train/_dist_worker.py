@@ -21,7 +21,7 @@ def main() -> None:
     model = vlmkit.build("mgm-tiny")
     config = TrainConfig.from_preset(
         model.config, "finetune", max_steps=STEPS, per_device_batch_size=PER_DEVICE,
-        global_batch_size=GLOBAL, learning_rate=1e-3, warmup_ratio=0.0, progress=False,
+        global_batch_size=GLOBAL, learning_rate=1e-3, lr_schedule="constant", progress=False,
         output_dir=str(out), save_steps=STEPS, distributed=strategy)
     trainer = Trainer(model, LlavaDataset(data, None, model), config)
     history = trainer.train()

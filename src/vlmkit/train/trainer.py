@@ -274,17 +274,14 @@ class Trainer:
         return {k[len("model."):]: v for k, v in full.items()}
 
     def _optimizer_state(self, optimizer: Any) -> dict[str, Any]:
-        if not self.sharded:
-            return optimizer.state_dict()
+        """The optimiser's full state keyed by parameter name (the same form under 1 process,
+        DDP and FSDP, so a checkpoint resumes under any of them); collective under FSDP."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         return get_optimizer_state_dict(self._step_module, optimizer, options=StateDictOptions(
-            full_state_dict=True, cpu_offload=True))
+            full_state_dict=True, cpu_offload=self.sharded))
 
     def _load_optimizer_state(self, optimizer: Any, state: dict[str, Any]) -> None:
-        if not self.sharded:
-            optimizer.load_state_dict(state)
-            return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         set_optimizer_state_dict(self._step_module, optimizer, optim_state_dict=state,
