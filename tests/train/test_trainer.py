@@ -163,17 +163,23 @@ def test_bad_samples_are_skipped_and_reported(tiny_data, tmp_path):
     records = json.loads(tiny_data.read_text())
     records[0]["image"] = "images/missing.png"
     (tmp_path / "data.json").write_text(json.dumps(records))
-    model = tiny_model()
-    data = dataset(model, tmp_path / "data.json", )
-    data.image_folder = tiny_data.parent
-    cfg = _config(model, max_steps=2, per_device_batch_size=4, output_dir=str(tmp_path / "out"))
-    history = Trainer(model, data, cfg).train()
-    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
-    assert history[-1]["skipped"] == 1
-    assert [h["samples"] for h in history] == [7, 7]  # one epoch per step, one sample skipped
-    report = [json.loads(x) for x in (tmp_path / "out" / "skipped.jsonl").read_text().splitlines()]
-    assert report[0]["id"] == records[0]["id"]
-    assert report[0]["path"] == str(tiny_data.parent / "images" / "missing.png")
+    runs = {}
+    for workers in (0, 2):  # worker processes report what they skipped, too
+        model = tiny_model()
+        data = dataset(model, tmp_path / "data.json")
+        data.image_folder = tiny_data.parent
+        out = tmp_path / f"out{workers}"
+        cfg = _config(model, max_steps=2, per_device_batch_size=4, output_dir=str(out),
+                      num_workers=workers)
+        history = Trainer(model, data, cfg).train()
+        assert all(math.isfinite(h["loss"]) for h in history)
+        assert history[-1]["skipped"] == 1
+        assert [h["samples"] for h in history] == [7, 7]  # one epoch per step, one sample skipped
+        report = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+        assert report[0]["id"] == records[0]["id"]
+        assert report[0]["path"] == str(tiny_data.parent / "images" / "missing.png")
+        runs[workers] = [h["loss"] for h in history]
+    assert runs[0] == runs[2]
 
 
 def test_from_preset_defaults_and_errors():

@@ -9,7 +9,7 @@ length (longest first) so that a micro-batch holds samples of similar length (LL
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -64,3 +64,57 @@ class GlobalBatches:
         return {"seed": self.seed, "size": self.size, "global_batch": self.global_batch,
                 "epoch": self.epoch(step), "step_in_epoch": step % self.steps_per_epoch,
                 "group_by_length": self.lengths is not None}
+
+
+class _PlanSampler(torch.utils.data.Sampler):
+    """The plan's micro-batches of one process, steps ``start`` to ``stop``, as a batch sampler."""
+
+    def __init__(self, plan: GlobalBatches, rank: int, start: int, stop: int) -> None:
+        self.plan, self.rank, self.start, self.stop = plan, rank, start, stop
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield from self.plan.micro_batches(step, self.rank)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.plan.accum
+
+
+class _Fetch(torch.utils.data.Dataset):
+    """``dataset[i]`` with the reason when the dataset skipped it (workers hold their own copy
+    of the dataset, so the reason travels back with the batch)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        item = self.dataset[index]
+        skipped = getattr(self.dataset, "skipped", {})
+        return item, (skipped.get(index) if item is None and isinstance(skipped, dict) else None)
+
+
+class _CollateAndReport:
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    def __call__(self, fetched: list[tuple[Any, Any]]) -> tuple[Any, list[Any]]:
+        return self.collator([item for item, _ in fetched]), [s for _, s in fetched if s is not None]
+
+
+def micro_batch_loader(dataset: Any, collator: Any, plan: GlobalBatches, *, rank: int, start: int,
+                       stop: int, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Any]:
+    """Collated micro-batches (``None`` when all samples were skipped) of steps ``start..stop``,
+    in plan order, loaded by ``num_workers`` worker processes (0: in this process). Samples the
+    workers skipped are recorded in ``dataset.skipped`` here too."""
+    loader = torch.utils.data.DataLoader(
+        _Fetch(dataset), batch_sampler=_PlanSampler(plan, rank, start, stop),
+        collate_fn=_CollateAndReport(collator), num_workers=num_workers, pin_memory=pin_memory)
+    skipped = getattr(dataset, "skipped", None)
+    for batch, reports in loader:
+        if isinstance(skipped, dict):
+            for report in reports:
+                skipped.setdefault(report.index, report)
+        yield batch

@@ -30,7 +30,7 @@ from torch import nn
 from vlmkit.data.collate import Collator
 from vlmkit.data.conversation import IGNORE_INDEX
 from vlmkit.train import checkpoint as ckpt
-from vlmkit.train._sampling import GlobalBatches
+from vlmkit.train._sampling import GlobalBatches, micro_batch_loader
 from vlmkit.train.distributed import (
     STRATEGIES, DistInfo, all_sum, barrier, device_for, init_from_env, no_sync, wrap,
 )
@@ -54,6 +54,7 @@ class TrainConfig:
     autocast when the GPU supports bf16. ``lora``: ``peft.LoraConfig`` keywords to train LoRA
     adapters on the LLM instead of its weights (see :func:`~vlmkit.train.lora.apply_lora`).
     ``distributed``: ``"auto"`` (DDP under several processes), ``"ddp"``, ``"fsdp"`` or ``"none"``.
+    ``num_workers``: data-loading worker processes per training process (0: load in-process).
     """
 
     stage: str = "finetune"
@@ -83,6 +84,7 @@ class TrainConfig:
     max_length: int | None = None
     lora: dict[str, Any] | None = None
     distributed: str = "auto"
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
         check_stage(self.stage)
@@ -103,6 +105,8 @@ class TrainConfig:
             problems.append(f"lr_multipliers has unknown slot(s) {unknown}; slots are {list(SLOTS)}")
         if self.distributed not in STRATEGIES:
             problems.append(f"distributed must be one of {STRATEGIES}, got {self.distributed!r}")
+        if self.num_workers < 0:
+            problems.append(f"num_workers must be >= 0, got {self.num_workers}")
         if self.save_steps < 0:
             problems.append(f"save_steps must be >= 0, got {self.save_steps}")
         if problems:
@@ -420,10 +424,12 @@ class Trainer:
                scheduler: Any, trainable: list[nn.Parameter], autocast: Any,
                metrics_path: Path | None, bar: Any, history: list[dict[str, Any]]) -> None:
         cfg, info, device = self.config, self.info, self.device
+        batches = micro_batch_loader(self.dataset, self.collator, plan, rank=info.rank, start=start,
+                                     stop=cfg.max_steps, num_workers=cfg.num_workers,
+                                     pin_memory=device.type == "cuda")
         for step in range(start, cfg.max_steps):
             began = time.perf_counter()
-            micro = [self.collator([self.dataset[i] for i in indices])
-                     for indices in plan.micro_batches(step, info.rank)]
+            micro = [next(batches) for _ in range(plan.accum)]
             local = torch.tensor([sum(supervised_count(b) for b in micro),
                                   sum(b["input_ids"].shape[0] for b in micro if b is not None)])
             totals = all_sum(local, info)
