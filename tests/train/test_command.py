@@ -37,6 +37,14 @@ def test_train_file_writes_final_and_resumes(tiny_data, tmp_path):
     assert result.exit_code == 0, result.output
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3]
+    # Stage 2 starts from stage 1's saved model.
+    result = runner.invoke(cli, ["train", str(out / "final"), "--stage", "finetune", "--data",
+                                 str(tiny_data), "--max-steps", "1", "--output-dir",
+                                 str(tmp_path / "stage2"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines()[0])
+    assert state["step"] == 1
+    vlmkit.VisionLanguageModel.from_pretrained(tmp_path / "stage2" / "final")
 
 
 def test_model_with_data_flag_and_errors(tiny_data, tmp_path):
