@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import vlmkit
 from vlmkit.train import checkpoint as ckpt
@@ -204,3 +205,21 @@ def test_global_batch_must_divide(tiny_data):
     cfg = _config(model, max_steps=1, per_device_batch_size=4, global_batch_size=16)
     with pytest.raises(ValueError, match="8 samples, fewer than one global batch of 16"):
         Trainer(model, dataset(model, tiny_data), cfg).train()
+
+
+def test_gradients_are_clipped_before_the_step(tiny_data):
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        model = tiny_model()
+        cfg = _config(model, max_steps=2, per_device_batch_size=4, max_grad_norm=0.01)
+        history = Trainer(model, dataset(model, tiny_data), cfg).train()
+    finally:
+        handle.remove()
+    assert all(h["grad_norm"] > 0.01 for h in history)  # the metric is the norm before clipping
+    assert norms == pytest.approx([0.01, 0.01], rel=1e-3)

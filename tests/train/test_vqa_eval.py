@@ -73,3 +73,24 @@ def test_questions_from_conversations(tmp_path):
                  "answers": ["A cat."]}
     report = evaluate(_Stub(), [dict(q, image=None, answers=["two"])], None, progress=False)
     assert report["accuracy"] == 1.0
+
+
+def test_eval_runs_a_saved_tiny_model(tmp_path):
+    import torch
+
+    import vlmkit
+
+    torch.manual_seed(0)
+    vlmkit.build("mgm-tiny").save_pretrained(tmp_path / "model")
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
+    (tmp_path / "q.jsonl").write_text(json.dumps(
+        {"question_id": 7, "image": "a.png", "text": "Colour?", "answers": ["red"] * 10}) + "\n")
+    out = tmp_path / "pred.jsonl"
+    result = CliRunner().invoke(cli, ["eval", str(tmp_path / "model"), "--questions",
+                                      str(tmp_path / "q.jsonl"), "--max-new-tokens", "4",
+                                      "--output", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "over 1 question(s), 0 skipped" in result.output
+    (row,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert row["question_id"] == 7 and isinstance(row["prediction"], str)
+    assert row["accuracy"] == vqa_accuracy(row["prediction"], ["red"] * 10)
