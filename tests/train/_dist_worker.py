@@ -1,6 +1,7 @@
 """Run under torchrun by test_distributed.py: train the tiny model, save each rank's weights and losses.
 
-Arguments: DATA_JSON OUTPUT_DIR STRATEGY.
+Arguments: DATA_JSON OUTPUT_DIR. Runs DDP, then FSDP, in the same processes (one launch: the
+imports dominate the time), writing OUTPUT_DIR/<strategy>/.
 """
 
 import sys
@@ -16,7 +17,13 @@ STEPS, PER_DEVICE, GLOBAL = 3, 2, 4
 
 
 def main() -> None:
-    data, out, strategy = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    data, root = sys.argv[1], Path(sys.argv[2])
+    for strategy in ("ddp", "fsdp"):
+        run(data, root / strategy, strategy)
+    torch.distributed.destroy_process_group()
+
+
+def run(data: str, out: Path, strategy: str) -> None:
     torch.manual_seed(0)
     model = vlmkit.build("mgm-tiny")
     config = TrainConfig.from_preset(
@@ -29,7 +36,6 @@ def main() -> None:
     torch.save({"losses": [h["loss"] for h in history], "tokens": [h["tokens"] for h in history],
                 "state": {k: v.detach().clone() for k, v in state.items()}},
                out / f"rank{trainer.info.rank}.pt")
-    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

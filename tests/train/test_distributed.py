@@ -50,11 +50,18 @@ def one_process(tiny_data):
     return longer, state, model.state_dict()
 
 
+@pytest.fixture(scope="module")
+def two_processes(tiny_data, tmp_path_factory):
+    """The worker's DDP and FSDP runs on 2 processes (one torchrun launch)."""
+    root = tmp_path_factory.mktemp("torchrun")
+    _torchrun([worker.__file__, str(tiny_data), str(root / "out")], root)
+    return root / "out"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_match_one(strategy, one_process, tiny_data, tmp_path):
-    out = tmp_path / "out"
-    _torchrun([worker.__file__, str(tiny_data), str(out), strategy], tmp_path)
+def test_two_processes_match_one(strategy, two_processes, one_process, tiny_data):
+    out = two_processes / strategy
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0]["losses"] == ranks[1]["losses"]  # both report the global loss
     if strategy == "ddp":  # replicas are identical after the steps
