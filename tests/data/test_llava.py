@@ -137,3 +137,14 @@ def test_write_synthetic_loads_and_lengths(model, tmp_path):
     lengths = ds.lengths()
     assert all((lengths[i] > model.num_visual_tokens) == (items[i]["pixels"] is not None)
                for i in range(8))
+
+
+def test_single_image_tag_moves_to_the_front_of_its_turn():
+    record = {"conversations": [{"from": "human", "value": "Describe this.\n<image>"},
+                                {"from": "gpt", "value": "A cat."}]}
+    assert to_messages(record, 1)[0]["content"] == "<image>\nDescribe this."
+    record["conversations"][0]["value"] = "Describe this."
+    assert to_messages(record, 1)[0]["content"] == "<image>\nDescribe this."
+    two = {"conversations": [{"from": "human", "value": "Left <image> right <image>"},
+                             {"from": "gpt", "value": "Same."}]}
+    assert to_messages(two, 2)[0]["content"] == "Left <image> right <image>"  # kept in place

@@ -65,8 +65,9 @@ def load_records(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str
 def to_messages(record: dict[str, Any], num_images: int) -> list[dict[str, str]]:
     """A record's ``conversations`` as ``[{"role", "content"}]``.
 
-    With images and no ``<image>`` tag, ``<image>\\n`` is put before the first user turn (MGM's
-    preprocessing). The number of tags must equal ``num_images``; otherwise ValueError.
+    As in MGM's preprocessing, a single image's tag moves to the start of its turn
+    (``"<image>\\n" + the rest``), and with images but no tag, tags are put before the first user
+    turn. The number of tags must equal ``num_images``; otherwise ValueError.
     """
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
@@ -80,6 +81,10 @@ def to_messages(record: dict[str, Any], num_images: int) -> list[dict[str, str]]
             )
         messages.append({"role": role, "content": turn["value"]})
     tags = sum(m["content"].count(IMAGE_TOKEN) for m in messages)
+    if num_images == 1 and tags == 1:  # MGM/LLaVA put a single image first in its turn
+        for m in messages:
+            if IMAGE_TOKEN in m["content"]:
+                m["content"] = IMAGE_TOKEN + "\n" + m["content"].replace(IMAGE_TOKEN, "").strip()
     if num_images and tags == 0:
         first = next((m for m in messages if m["role"] == "user"), None)
         if first is not None:
