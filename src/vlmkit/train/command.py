@@ -69,11 +69,12 @@ def load_model(source: str) -> Any:
               help="Data-parallel strategy under torchrun (default: DDP).")
 @click.option("--lora-r", type=int, default=None, help="Train LoRA adapters of this rank on the LLM.")
 @click.option("--seed", type=int, default=None, help="Seed for the model init and the data order.")
+@click.option("--num-workers", type=int, default=None, help="Data-loading worker processes per process.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train_command(config: str, stage: str | None, data: str | None, image_folder: str | None,
                   output_dir: str | None, max_steps: int | None, resume: bool,
                   save_steps: int | None, distributed: str | None, lora_r: int | None,
-                  seed: int | None, no_progress: bool) -> None:
+                  seed: int | None, num_workers: int | None, no_progress: bool) -> None:
     """Train CONFIG (a training file, or a model with --data) and write OUTPUT_DIR/final."""
     import torch
 
@@ -88,7 +89,7 @@ def train_command(config: str, stage: str | None, data: str | None, image_folder
         raise click.UsageError("no training data: pass --data JSON or set 'data' in the training file")
     overrides: dict[str, Any] = dict(spec.get("train") or {})
     flags = {"output_dir": output_dir, "max_steps": max_steps, "save_steps": save_steps,
-             "distributed": distributed, "seed": seed}
+             "distributed": distributed, "seed": seed, "num_workers": num_workers}
     overrides.update({k: v for k, v in flags.items() if v is not None})
     if lora_r is not None:
         overrides["lora"] = {**(overrides.get("lora") or {}), "r": lora_r}

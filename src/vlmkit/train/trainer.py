@@ -55,6 +55,8 @@ class TrainConfig:
     adapters on the LLM instead of its weights (see :func:`~vlmkit.train.lora.apply_lora`).
     ``distributed``: ``"auto"`` (DDP under several processes), ``"ddp"``, ``"fsdp"`` or ``"none"``.
     ``num_workers``: data-loading worker processes per training process (0: load in-process).
+    ``chat_template`` and ``max_length`` are for building the dataset (``vlmkit train`` passes
+    them to :class:`~vlmkit.data.llava.LlavaDataset`); the trainer itself does not read them.
     """
 
     stage: str = "finetune"
@@ -258,6 +260,8 @@ class Trainer:
 
         ``resume_from``: a checkpoint folder, an output folder (its latest checkpoint) or True
         (the latest in ``config.output_dir``); training continues exactly where it stopped.
+        Seeds Python, NumPy and torch with ``config.seed`` first; applies LoRA (``config.lora``)
+        and the stage's ``requires_grad`` to the model in place.
         """
         cfg, info, model = self.config, self.info, self.model
         seed_everything(cfg.seed)
