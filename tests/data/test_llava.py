@@ -6,6 +6,8 @@ import logging
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import vlmkit
@@ -148,3 +150,25 @@ def test_single_image_tag_moves_to_the_front_of_its_turn():
     two = {"conversations": [{"from": "human", "value": "Left <image> right <image>"},
                              {"from": "gpt", "value": "Same."}]}
     assert to_messages(two, 2)[0]["content"] == "Left <image> right <image>"  # kept in place
+
+
+@settings(max_examples=30, deadline=None)
+@given(max_length=st.integers(2, 400), n_images=st.integers(0, 2))
+def test_truncation_property(model, max_length, n_images):
+    """Any max_length: the item fits, keeps a prefix of the ids and every image, or is skipped."""
+    images = [Image.new("RGB", (8, 8))] * n_images
+    record = {"id": "p", "image": images, "conversations": [
+        {"from": "human", "value": "<image>" * n_images + "Say a long thing."},
+        {"from": "gpt", "value": "long " * 30}]}
+    t = model.num_visual_tokens
+    full = LlavaDataset([record], None, model, template="plain")[0]
+    item = LlavaDataset([record], None, model, template="plain", max_length=max_length)[0]
+    if item is None:  # only when even the first answer token does not fit after the images
+        first = 1 + int(torch.nonzero(full["labels"][1:] != IGNORE_INDEX)[0])
+        assert max_length < first + 1 + (t - 1) * n_images
+        return
+    ids = item["input_ids"]
+    assert torch.equal(ids, full["input_ids"][: len(ids)])
+    assert int((ids == IMAGE_TOKEN_INDEX).sum()) == n_images
+    assert len(ids) + (t - 1) * n_images <= max_length
+    assert bool((item["labels"][1:] != IGNORE_INDEX).any())

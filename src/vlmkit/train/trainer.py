@@ -249,7 +249,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _empty_batch(self) -> dict[str, Any]:
-        pad = self.collator.pad_token_id
+        pad = getattr(self.collator, "pad_token_id", None)
+        pad = self.model.llm.tokenizer.pad_token_id if pad is None else pad
         return {"input_ids": torch.full((1, 2), pad, dtype=torch.long),
                 "attention_mask": torch.ones(1, 2, dtype=torch.long),
                 "labels": torch.full((1, 2), IGNORE_INDEX, dtype=torch.long), "images": None}
