@@ -146,6 +146,8 @@ _COMMANDS: list[tuple[str | None, str, str]] = [
     ("bench", "vlmkit.bench.mining", "mining_command"),
     (None, "vlmkit.chat", "chat_command"),
     (None, "vlmkit.chat", "generate_image_command"),
+    (None, "vlmkit.train.command", "train_command"),
+    (None, "vlmkit.train.vqa_eval", "eval_command"),
 ]
 
 
