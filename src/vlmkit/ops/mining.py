@@ -170,15 +170,18 @@ def patch_info_mining(
 
     window = hr.shape[-1] // math.isqrt(lr.shape[1])
     dtype = _folded.compute_dtype(lr, hr, key.linear.weight, value.linear.weight)
-    q = query_proj(lr)  # (B, N, C)
-    q_fold, const = _folded.fold_query(q, key, dtype)  # (B, N, C_aux), (B, N)
-    if resolved == "triton":
-        try:
-            from vlmkit.kernels.mining import pool_windows_triton
-        except ImportError as err:
-            raise RuntimeError(f"the 'triton' backend needs the triton package: {err}") from err
-        pooled = pool_windows_triton(q_fold, const, hr, window, key.eps, value.eps)
-    else:
-        pooled = _folded.pool_windows(q_fold, const, hr, window, key.eps, value.eps)
-    mined = _folded.unfold_values(pooled, value, dtype)  # (B, N, C)
+    q = query_proj(lr)  # (B, N, C); under autocast in its precision, like the reference
+    # The folded work picks its own precision (float32 accumulation, in-place buffers), so it runs
+    # outside any autocast region, which would otherwise recast its matmuls to bf16/fp16.
+    with torch.autocast(lr.device.type, enabled=False):
+        q_fold, const = _folded.fold_query(q, key, dtype)  # (B, N, C_aux), (B, N)
+        if resolved == "triton":
+            try:
+                from vlmkit.kernels.mining import pool_windows_triton
+            except ImportError as err:
+                raise RuntimeError(f"the 'triton' backend needs the triton package: {err}") from err
+            pooled = pool_windows_triton(q_fold, const, hr, window, key.eps, value.eps)
+        else:
+            pooled = _folded.pool_windows(q_fold, const, hr, window, key.eps, value.eps)
+        mined = _folded.unfold_values(pooled, value, dtype)  # (B, N, C)
     return lr + mined

@@ -1,11 +1,10 @@
 """Pieces of one optimiser step: the model-plus-loss module that DDP/FSDP wrap, AdamW parameter
-groups, the supervised-token count the loss is normalised by, and bf16 autocast around the miner."""
+groups, and the supervised-token count the loss is normalised by."""
 
 from __future__ import annotations
 
-import contextlib
 import random
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,31 +35,6 @@ class TrainStep(nn.Module):
             blank = torch.zeros(1, 3, size, size, device=input_ids.device)
             loss = loss + 0.0 * self.model.encode_images(blank).float().sum()
         return loss
-
-
-@contextlib.contextmanager
-def miner_in_float32(model: nn.Module, device_type: str, active: bool) -> Iterator[None]:
-    """Run the miner outside autocast, on float32 inputs, while ``active``.
-
-    The mining op's fused backends write into float32 buffers in place, which autocast's
-    bf16 matmuls cannot feed; the miner is small, so it runs in full precision.
-    """
-    if not active:
-        yield
-        return
-    miner = model.miner
-    forward = miner.forward
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        args = tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args)
-        with torch.autocast(device_type, enabled=False):
-            return forward(*args, **kwargs)
-
-    miner.forward = run
-    try:
-        yield
-    finally:
-        del miner.forward
 
 
 def param_groups(model: nn.Module, config: Any) -> list[dict[str, Any]]:

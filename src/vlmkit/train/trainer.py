@@ -29,7 +29,7 @@ from vlmkit.data.conversation import IGNORE_INDEX
 from vlmkit.train import checkpoint as ckpt
 from vlmkit.train._sampling import GlobalBatches, micro_batch_loader
 from vlmkit.train._step import (
-    TrainStep, miner_in_float32, param_groups, seed_everything, supervised_count,
+    TrainStep, param_groups, seed_everything, supervised_count,
 )
 from vlmkit.train.distributed import (
     STRATEGIES, DistInfo, all_sum, barrier, device_for, init_from_env, no_sync, wrap,
@@ -340,9 +340,8 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=start, desc=f"train {cfg.stage}", unit="step",
                    disable=not (cfg.progress and info.is_main), dynamic_ncols=True)
         history: list[dict[str, Any]] = []
-        with miner_in_float32(self.model, device.type, self._bf16()):
-            self._steps(start, plan, step_module, optimizer, scheduler, trainable, autocast,
-                        metrics_path, bar, history)
+        self._steps(start, plan, step_module, optimizer, scheduler, trainable, autocast,
+                    metrics_path, bar, history)
         bar.close()
         if cfg.output_dir:
             self.save_final(Path(cfg.output_dir))
