@@ -49,18 +49,6 @@ def plugins_command() -> None:
         click.echo(f"  {f.entry_point} ({f.distribution}): {type(f.error).__name__}: {f.error}")
 
 
-def _count(module: Any) -> tuple[int, int]:
-    if module is None or not hasattr(module, "parameters"):
-        return 0, 0
-    trainable = frozen = 0
-    for p in module.parameters():
-        if p.requires_grad:
-            trainable += p.numel()
-        else:
-            frozen += p.numel()
-    return trainable, frozen
-
-
 def _human(n: int) -> str:
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
@@ -75,6 +63,7 @@ def build_command(config: str, summary: bool) -> None:
     """Check CONFIG (preset name, .yaml or .json) and build it on the meta device (no weights)."""
     from vlmkit.builder import build
     from vlmkit.config import ConfigError
+    from vlmkit.train.stages import count_parameters
 
     try:
         model = build(config, device="meta")
@@ -88,7 +77,7 @@ def build_command(config: str, summary: bool) -> None:
     click.echo(f"{'slot':<12} {'component':<22} {'trainable':>12} {'frozen':>12}")
     total_t = total_f = 0
     for slot, spec in model.config.slots().items():
-        t, f = _count(getattr(model, slot, None))
+        t, f = count_parameters(getattr(model, slot, None))
         total_t, total_f = total_t + t, total_f + f
         click.echo(f"{slot:<12} {spec.name:<22} {_human(t):>12} {_human(f):>12}")
     click.echo(f"{'total':<12} {'':<22} {_human(total_t):>12} {_human(total_f):>12}")

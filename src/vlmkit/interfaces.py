@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from vlmkit._context import should_load_pretrained  # noqa: F401  (components consult it)
+
 
 @dataclass(frozen=True)
 class EncoderInfo:
@@ -69,11 +71,39 @@ class VisionEncoder(nn.Module):
     """
 
     kind: ClassVar[str] = "vision_encoder"
+    name: ClassVar[str] = "vision encoder"  # the registry name, used in error messages
     info: EncoderInfo
+    frozen: bool = False
 
     @classmethod
     def describe(cls, **kwargs: Any) -> EncoderInfo:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def finish_build(self, info: EncoderInfo, frozen: bool) -> None:
+        """Record ``info`` and, when ``frozen``, drop every parameter's gradient and stay in eval mode.
+
+        Subclasses call it at the end of ``__init__``, once their modules exist. A frozen tower
+        keeps eval mode whatever ``train()`` is asked, so dropout, stochastic depth and batch-norm
+        statistics never change under a training loop.
+        """
+        self.info = info
+        self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True) -> VisionEncoder:
+        """Switch train/eval mode; a frozen encoder always stays in eval mode."""
+        return super().train(mode and not self.frozen)
+
+    def check_pixels(self, pixels: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``pixels`` is ``(B, 3, S, S)``, ``S = info.image_size``."""
+        size = self.info.image_size
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
+            raise ValueError(
+                f"{self.name} expects pixels of shape (B, 3, {size}, {size}), "
+                f"got {tuple(pixels.shape)}"
+            )
 
     def output_info(self, image_size: int) -> EncoderInfo:
         """The record for another input size (same width; grid scales with the size)."""

@@ -1,7 +1,6 @@
-"""Plumbing shared by the built-in vision encoders: freezing, pixel checks, multi-scale fusion.
+"""Plumbing shared by the built-in vision encoders: multi-scale fusion, drop-path, layer checks.
 
-A frozen tower has no trainable parameters and stays in eval mode whatever ``train()`` is asked
-(so dropout, stochastic depth and batch-norm statistics never change under a training loop).
+(Freezing and pixel checks live on :class:`vlmkit.interfaces.VisionEncoder` itself.)
 """
 
 from __future__ import annotations
@@ -12,38 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmkit.interfaces import EncoderInfo, VisionEncoder
-
-
-class Tower(VisionEncoder):
-    """A :class:`~vlmkit.interfaces.VisionEncoder` with a ``frozen`` switch and input checks.
-
-    Subclasses build their modules, then call :meth:`_finish` with the ``frozen`` flag and the
-    :class:`~vlmkit.interfaces.EncoderInfo` of the configured input size.
-    """
-
-    name: str = "vision encoder"  # the registry name, used in error messages
-    frozen: bool = False
-
-    def _finish(self, info: EncoderInfo, frozen: bool) -> None:
-        self.info = info
-        self.frozen = frozen
-        if frozen:
-            self.requires_grad_(False)
-            self.eval()
-
-    def train(self, mode: bool = True) -> Tower:
-        """Switch train/eval mode; a frozen tower always stays in eval mode."""
-        return super().train(mode and not self.frozen)
-
-    def check_pixels(self, pixels: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``pixels`` is ``(B, 3, S, S)``, ``S = info.image_size``."""
-        size = self.info.image_size
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
-            raise ValueError(
-                f"{self.name} expects pixels of shape (B, 3, {size}, {size}), "
-                f"got {tuple(pixels.shape)}"
-            )
 
 
 def fuse_stages(maps: Sequence[torch.Tensor]) -> torch.Tensor:

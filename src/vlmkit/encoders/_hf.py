@@ -16,11 +16,11 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from vlmkit._context import should_load_pretrained
-from vlmkit.encoders._base import Tower, check_selected_layer
-from vlmkit.interfaces import EncoderInfo
+from vlmkit.encoders._base import check_selected_layer
+from vlmkit.interfaces import EncoderInfo, VisionEncoder
 
 
-class HFViTTower(Tower):
+class HFViTTower(VisionEncoder):
     """A Hugging Face vision transformer returning one hidden layer as tokens ``(B, T, hidden)``.
 
     Subclasses set ``config_class``, ``model_class`` and ``has_cls`` (whether the first token is a
@@ -89,7 +89,7 @@ class HFViTTower(Tower):
         self.skip_tokens = int(self.has_cls and not keep_cls)
         # Another input size than the one the position embeddings were trained at: interpolate them.
         self.interpolate_pos_encoding = info.image_size != hf_config.image_size
-        self._finish(info, frozen)
+        self.finish_build(info, frozen)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """``pixels``: ``(B, 3, S, S)`` → tokens ``(B, T, hidden)`` of the selected layer."""

@@ -31,8 +31,8 @@ from torch import nn
 
 import vlmkit
 from vlmkit._context import should_load_pretrained
-from vlmkit.encoders._base import Tower, fuse_stages
-from vlmkit.interfaces import EncoderInfo
+from vlmkit.encoders._base import fuse_stages
+from vlmkit.interfaces import EncoderInfo, VisionEncoder
 
 DEFAULT_MODEL = "convnext_large_d_320"
 CONFIG_FILE = "open_clip_config.json"
@@ -190,7 +190,7 @@ def open_clip_to_vlmkit(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
 
 
 @vlmkit.register("vision_encoder", "openclip-convnext")
-class OpenCLIPConvNeXtEncoder(Tower):
+class OpenCLIPConvNeXtEncoder(VisionEncoder):
     """ConvNeXt stem + stages, fused: pixels ``(B, 3, S, S)`` → map ``(B, C, S/r, S/r)``.
 
     ``C`` sums the selected stages' channels and ``r`` is the first selected stage's reduction
@@ -247,7 +247,7 @@ class OpenCLIPConvNeXtEncoder(Tower):
         self.vision_stages = trunk.stages[: self.stages[-1] + 1]
         if load:
             self.load_open_clip(self._weights_path(pretrained))
-        self._finish(info, frozen)
+        self.finish_build(info, frozen)
 
     @classmethod
     def describe(

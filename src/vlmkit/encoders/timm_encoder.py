@@ -24,8 +24,8 @@ from torch import nn
 
 import vlmkit
 from vlmkit._context import should_load_pretrained
-from vlmkit.encoders._base import Tower, disable_drop_path, fuse_stages
-from vlmkit.interfaces import EncoderInfo
+from vlmkit.encoders._base import disable_drop_path, fuse_stages
+from vlmkit.interfaces import EncoderInfo, VisionEncoder
 
 LAYOUTS = ("map", "tokens")
 CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -122,7 +122,7 @@ def _features(
 
 
 @vlmkit.register("vision_encoder", "timm")
-class TimmEncoder(Tower):
+class TimmEncoder(VisionEncoder):
     """A timm model's fused intermediates: ``(B, 3, S, S)`` → ``(B, C, h, w)`` or ``(B, h*w, C)``.
 
     - ``model_name``: a timm model name (with an optional ``.tag``).
@@ -161,7 +161,7 @@ class TimmEncoder(Tower):
         info = self.describe(
             model_name, None, model_kwargs, out_indices, layout, image_size, frozen
         )
-        self._finish(info, frozen)
+        self.finish_build(info, frozen)
 
     @classmethod
     def describe(

@@ -13,8 +13,7 @@ from typing import Any, ClassVar
 import timm
 import torch
 
-from vlmkit.interfaces import EncoderInfo
-from vlmkit_encoders._frozen import FrozenSwitch
+from vlmkit.interfaces import EncoderInfo, VisionEncoder, should_load_pretrained
 
 
 def _create(model_name: str, model_kwargs: dict[str, Any] | None, image_size: int, checkpoint: str | None):
@@ -26,7 +25,7 @@ def _create(model_name: str, model_kwargs: dict[str, Any] | None, image_size: in
     return timm.create_model(model_name, **kwargs)
 
 
-class SAMEncoder(FrozenSwitch):
+class SAMEncoder(VisionEncoder):
     """SAM image-encoder features: pixels ``(B, 3, S, S)`` → map ``(B, neck_chans, S/16, S/16)``.
 
     - ``model_name``: a timm ``samvit_*`` model (default SAM-B, ``samvit_base_patch16``).
@@ -58,12 +57,10 @@ class SAMEncoder(FrozenSwitch):
         frozen: bool = True,
     ) -> None:
         super().__init__()
-        from vlmkit._context import should_load_pretrained
-
         info = self.describe(model_name, None, model_kwargs, image_size, frozen)
         checkpoint = pretrained if pretrained is not None and should_load_pretrained() else None
         self.trunk = _create(model_name, model_kwargs, image_size, checkpoint)
-        self._finish(info, frozen)
+        self.finish_build(info, frozen)
 
     @classmethod
     def describe(
