@@ -1,4 +1,5 @@
-"""Test-wide settings: never reach a model hub; keep torch small and deterministic."""
+"""Test-wide settings, for ``tests/`` and ``plugins/*/tests`` alike: never reach a model hub;
+keep torch small and deterministic."""
 
 import os
 
