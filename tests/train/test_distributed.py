@@ -24,7 +24,9 @@ def _torchrun(args, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            *args]
     result = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # On failure show both ends of the log: the root cause comes first, torchrun's summary last.
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log if len(log) <= 8000 else log[:4000] + "\n[...]\n" + log[-4000:]
     return result
 
 
