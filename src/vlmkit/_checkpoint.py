@@ -44,8 +44,17 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
     return kept, aliases
 
 
-def save_model(model: Any, directory: Path, *, max_shard_size: int | str = "2GB") -> None:
-    """Write ``model`` into ``directory`` atomically (a temporary sibling, then a rename)."""
+def save_model(
+    model: Any,
+    directory: Path,
+    *,
+    max_shard_size: int | str = "2GB",
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write ``model`` into ``directory`` atomically (a temporary sibling, then a rename).
+
+    ``state_dict``: the weights to write instead of ``model.state_dict()`` (e.g. the full
+    weights gathered from a sharded model)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -62,7 +71,7 @@ def save_model(model: Any, directory: Path, *, max_shard_size: int | str = "2GB"
         (tmp / CONFIG_NAME).write_text(
             json.dumps({"vlmkit_version": vlmkit.__version__, "config": config}, indent=2)
         )
-        state, aliases = _dedupe(model.state_dict())
+        state, aliases = _dedupe(model.state_dict() if state_dict is None else state_dict)
         split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
         for filename, names in split.filename_to_tensors.items():
             save_file({n: state[n] for n in names}, str(tmp / filename), metadata={"format": "pt"})

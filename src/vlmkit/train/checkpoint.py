@@ -1,0 +1,141 @@
+"""Training checkpoints that resume exactly: weights, optimiser, scheduler, RNG and data position.
+
+Layout of ``<output_dir>/checkpoint-<step>/``:
+
+- ``model/``: the model as :meth:`~vlmkit.model.VisionLanguageModel.save_pretrained` writes it
+  (safetensors; loadable with ``from_pretrained``), or ``adapter/`` under LoRA (:mod:`.lora`);
+- ``optimizer.pt``, ``scheduler.pt``: their state dicts (tensors and numbers only, read back with
+  ``torch.load(weights_only=True)``);
+- ``rng_state_<rank>.pt``: each process's torch / CUDA / Python / NumPy generator states;
+- ``trainer_state.json``: the step, the data plan's position, the skipped samples, the config.
+
+A checkpoint is written into a temporary folder and renamed when complete, so a crash never leaves
+a half-written ``checkpoint-<step>``; ``keep_last`` older ones are deleted after each save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmkit.train.distributed import DistInfo, barrier
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in ``output_dir``, oldest first."""
+    directory = Path(output_dir)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir()
+             if (m := _NAME.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    *,
+    info: DistInfo,
+    write_weights: Any,
+    optimizer_state: dict[str, Any] | None,
+    scheduler_state: dict[str, Any],
+    trainer_state: dict[str, Any],
+    keep_last: int | None = None,
+) -> Path:
+    """Write ``checkpoint-<step>`` atomically; every process calls this (collectively).
+
+    ``write_weights(folder)`` writes the weights (only the main process's call writes).
+    ``optimizer_state`` is the full state on the main process (ignored elsewhere).
+    """
+    output_dir = Path(output_dir)
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f".tmp-checkpoint-{step}"
+    if info.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier(info)
+    torch.save(rng_state(), tmp / f"rng_state_{info.rank}.pt")
+    if info.is_main:
+        write_weights(tmp)
+        torch.save(optimizer_state, tmp / "optimizer.pt")
+        torch.save(scheduler_state, tmp / "scheduler.pt")
+        (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, "world_size": info.world}, indent=2))
+    barrier(info)
+    if info.is_main:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if keep_last is not None and keep_last > 0:
+            for old in checkpoints(output_dir)[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    barrier(info)
+    return final
+
+
+def resolve_resume(resume_from: str | Path | bool, output_dir: str | Path | None) -> Path:
+    """``True`` → the latest checkpoint in ``output_dir``; a path → that checkpoint (or the latest
+    inside it when it is an output folder)."""
+    if resume_from is True:
+        if output_dir is None:
+            raise ValueError("resume needs an output_dir to look for checkpoints in")
+        found = latest_checkpoint(output_dir)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint-<step> folder with {STATE_FILE} in {output_dir}")
+        return found
+    path = Path(resume_from)  # type: ignore[arg-type]
+    if (path / STATE_FILE).is_file():
+        return path
+    found = latest_checkpoint(path)
+    if found is None:
+        raise FileNotFoundError(f"{path} is neither a checkpoint (no {STATE_FILE}) nor a folder with one")
+    return found
+
+
+def read_state(checkpoint: Path, info: DistInfo) -> dict[str, Any]:
+    """``trainer_state.json``, this process's RNG state and the optimiser/scheduler states (every
+    process reads the folder: checkpoints live on storage all processes see)."""
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    rng_file = checkpoint / f"rng_state_{info.rank}.pt"
+    state["rng"] = torch.load(rng_file, weights_only=True) if rng_file.is_file() else None
+    state["optimizer"] = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    state["scheduler"] = torch.load(checkpoint / "scheduler.pt", weights_only=True)
+    return state
