@@ -37,7 +37,7 @@ def test_conversation_is_one_multiturn_llava_record_with_true_answers():
     assert [t["from"] for t in turns] == ["human", "gpt"] * len(record["kinds"])
     assert turns[0]["value"].startswith("<image>\n")
     assert sum(t["value"].count("<image>") for t in turns) == 1
-    assert sorted(record["kinds"]) == ["coarse", "coarse", "fine", "fine"]
+    assert record["kinds"].count("fine") == record["kinds"].count("coarse") == len(board.frames)
     places = dict(board.frames)
     for question, answer, kind in zip(turns[0::2], turns[1::2], record["kinds"]):
         frame = next(name for name in places if f"{name} frame" in question["value"])
@@ -94,7 +94,7 @@ def test_miniature_run_json_and_outputs(tmp_path, monkeypatch):
     for entry in report["models"].values():
         assert {"fine_acc", "coarse_acc", "visual_tokens", "train_s", "infer_s_per_image"} <= set(entry)
         assert 0 <= entry["fine_acc"] <= 1 and entry["train_s"] > 0
-        assert sum(entry["questions"].values()) == 4 * TINY["test_images"]
+        assert sum(entry["questions"].values()) == 2 * TINY["test_images"]
     assert report["seed"] == 0 and report["settings"]["stage2_steps"] == 2
     assert report["models"]["mgm"]["visual_tokens"] == report["models"]["lr_only"]["visual_tokens"]
     assert (out / "report.md").read_text().startswith("# vlmkit fine-detail benchmark")

@@ -3,8 +3,8 @@
 An image is a ``grid x grid`` board of cells, each with a coloured background and one small glyph
 (a digit or capital letter) drawn with the TrueType font that ships with Pillow. The glyphs are
 sized to be legible at the HR size and not at the LR size (the LR view is a 4x bilinear
-downsample). Two cells are marked with a white and a black frame, thick enough to be seen at
-the LR size. Every image gets one multi-turn conversation about the marked places: *fine*
+downsample). One cell (or two) is marked with a white (and a black) frame, thick enough to be
+seen at the LR size. Every image gets one multi-turn conversation about the marked places: *fine*
 questions ("Which character is in the white frame?") and *coarse* ones ("Which colour is in the
 black frame?", the cell's background).
 
@@ -41,15 +41,18 @@ class TaskSpec:
     """The look of the boards: ``image_size`` (HR side, px), ``grid`` cells per side,
     ``glyph_size`` (font size, px), ``jitter`` (max glyph offset from the cell centre, px),
     ``frame`` (width of the frames marking the asked cells, px; 4 px survive a 4x bilinear
-    downsample as a 1 px ring)."""
+    downsample as a 1 px ring), ``frames`` (framed cells per image, 1 or 2: white, then black)."""
 
     image_size: int = 256
     grid: int = 8
     glyph_size: int = 12
     jitter: int = 4
     frame: int = 4
+    frames: int = 1
 
     def __post_init__(self) -> None:
+        if not 1 <= self.frames <= len(FRAMES):
+            raise ValueError(f"frames must be in 1..{len(FRAMES)}, got {self.frames}")
         if self.image_size % self.grid:
             raise ValueError(
                 f"image_size={self.image_size} must be a multiple of grid={self.grid}"
@@ -91,7 +94,7 @@ def random_board(spec: TaskSpec, rng: random.Random) -> Board:
     offsets = tuple(
         tuple((rng.randint(-j, j), rng.randint(-j, j)) for _ in range(n)) for _ in range(n)
     )
-    places = rng.sample(range(n * n), len(FRAMES))
+    places = rng.sample(range(n * n), spec.frames)
     frames = tuple((name, divmod(p, n)) for name, p in zip(FRAMES, places))
     return Board(glyphs, colours, offsets, frames)
 
