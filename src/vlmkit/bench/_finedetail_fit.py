@@ -28,14 +28,16 @@ def fit(
     lr: float,
     batch: int,
     seed: int,
+    lr_multipliers: dict[str, float] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``model`` in place for ``steps`` optimiser steps of ``batch`` items (LLaVA dataset
     items ``{"input_ids", "labels", "pixels", "id"}``). Returns ``{"wall_s", "cpu_s", "loss"}``
-    (the last step's loss)."""
+    (the last step's loss). ``lr_multipliers``: per slot, as :class:`TrainConfig` takes them."""
     config = TrainConfig(stage=stage, learning_rate=lr, max_steps=steps,
                          per_device_batch_size=batch, warmup_ratio=0.03, lr_schedule="cosine",
-                         max_grad_norm=1.0, seed=seed, progress=progress, distributed="none")  # fmt: skip
+                         max_grad_norm=1.0, seed=seed, progress=progress, distributed="none",
+                         lr_multipliers=dict(lr_multipliers or {}))  # fmt: skip
     wall, cpu = time.perf_counter(), time.process_time()
     history = Trainer(model, list(items), config, collator=collator(model)).train()
     model.eval()

@@ -17,10 +17,10 @@ LABELS = {"lr_only": "LR-only", "hr_tokens": "HR-tokens", "mgm": "MGM"}
 _COLOURS = {"fine": (200, 40, 40), "coarse": (40, 90, 200)}
 
 
-def plot(report: dict[str, Any], path: Path, size: tuple[int, int] = (640, 420)) -> None:
+def plot(report: dict[str, Any], path: Path, size: tuple[int, int] = (720, 420)) -> None:
     """Accuracy (0-100 %) against visual tokens per image (log 2), fine and coarse, as a PNG."""
     width, height = size
-    left, right, top, bottom = 70, 30, 40, 60
+    left, right, top, bottom = 70, 170, 40, 60
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=13)
@@ -45,12 +45,19 @@ def plot(report: dict[str, Any], path: Path, size: tuple[int, int] = (640, 420))
               fill="black", font=font, anchor="mm")  # fmt: skip
     draw.text((width / 2, 16), "fine-detail benchmark: accuracy vs visual tokens",
               fill="black", font=font, anchor="mm")  # fmt: skip
+    points = []  # (x, y, label, colour)
     for kind, colour in _COLOURS.items():
         for name, m in models.items():
             x, y = x_of(m["visual_tokens"]), y_of(m[f"{kind}_acc"])
             draw.ellipse((x - 5, y - 5, x + 5, y + 5), fill=colour)
-            draw.text((x + 8, y - 2), f"{LABELS[name]} {kind} {m[f'{kind}_acc']:.0%}",
-                      fill=colour, font=font, anchor="lm")  # fmt: skip
+            points.append((x, y, f"{LABELS[name]} {kind} {m[f'{kind}_acc']:.0%}", colour))
+    placed: dict[float, list[float]] = {}  # labels at one x are pushed apart vertically
+    for x, y, label, colour in sorted(points, key=lambda p: (p[0], p[1])):
+        ys = placed.setdefault(x, [])
+        label_y = max([y] + [prev + 15 for prev in ys])
+        ys.append(label_y)
+        draw.line((x + 6, y, x + 12, label_y), fill=colour)
+        draw.text((x + 14, label_y), label, fill=colour, font=font, anchor="lm")
     image.save(path)
 
 
@@ -67,8 +74,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Boards of {s['task']['grid']}x{s['task']['grid']} coloured cells with glyphs at "
         f"{s['task']['image_size']} px (HR); the LR view is their {s['lr_size']} px bilinear "
-        "downsample. Questions ask for the character (fine) and the colour (coarse) of two "
-        f"framed cells. {s['train_images']} training, {s['test_images']} unseen test images.",
+        f"downsample. Questions ask for the character (fine) and the colour (coarse) of the "
+        f"{s['task']['frames']} framed cell(s). {s['train_images']} training, "
+        f"{s['test_images']} unseen test images.",
         "",
         "**The vision towers are trained here** (stage 0): no pretrained towers exist offline. "
         f"Each tower gets the same {s['stage0_steps']} steps x {s['stage0_batch']} images of "

@@ -68,6 +68,7 @@ class Settings:
     stage1_lr: float = 1e-3
     stage2_steps: int = 400
     stage2_lr: float = 2e-3
+    miner_lr_multiplier: float = 1.0  # on the miner's learning rate in stages 1 and 2
     batch: int = 16
 
     def to_dict(self) -> dict[str, Any]:
@@ -352,7 +353,8 @@ def run(s: Settings | None = None, *, progress: bool = True,
         for stage, steps, lr in (("pretrain", s.stage1_steps, s.stage1_lr),
                                  ("finetune", s.stage2_steps, s.stage2_lr)):  # fmt: skip
             stages[stage] = fit(model, train, stage=stage, steps=steps, lr=lr, batch=s.batch,
-                                seed=s.seed, progress=progress)  # fmt: skip
+                                seed=s.seed, progress=progress,
+                                lr_multipliers={"miner": s.miner_lr_multiplier})  # fmt: skip
         scores = evaluate(model, data["test"], test, s.batch)
         stage0_wall = sum(towers[t]["wall_s"] for t in tower_of[name])
         stage0_cpu = sum(towers[t]["cpu_s"] for t in tower_of[name])
