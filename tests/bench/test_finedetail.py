@@ -1,4 +1,4 @@
-"""The fine-detail benchmark's structure on a miniature run (accuracy targets live in the benchmark)."""
+"""The fine-detail benchmark's structure on a miniature run (accuracy targets live in the bench)."""
 
 import json
 
@@ -63,7 +63,7 @@ def test_lr_view_is_the_bilinear_downsample_the_mgm_model_makes():
 def test_token_counts_of_the_three_compositions():
     s = fd.Settings(**TINY)
     configs = fd.compositions(s)
-    tokens = {name: vlmkit.build(configs[name], device="meta").num_visual_tokens for name in fd.MODELS}
+    tokens = {n: vlmkit.build(configs[n], device="meta").num_visual_tokens for n in fd.MODELS}
     assert tokens["mgm"] == tokens["lr_only"] == (s.lr_size // 8) ** 2
     assert tokens["hr_tokens"] == (s.task.image_size // 16) ** 2
     assert tokens["mgm"] * 4 <= tokens["hr_tokens"]
@@ -92,7 +92,8 @@ def test_miniature_run_json_and_outputs(tmp_path, monkeypatch):
     report = json.loads(path.read_text())
     assert set(report["models"]) == {"lr_only", "hr_tokens", "mgm"}
     for entry in report["models"].values():
-        assert {"fine_acc", "coarse_acc", "visual_tokens", "train_s", "infer_s_per_image"} <= set(entry)
+        keys = {"fine_acc", "coarse_acc", "visual_tokens", "train_s", "infer_s_per_image"}
+        assert keys <= set(entry)
         assert 0 <= entry["fine_acc"] <= 1 and entry["train_s"] > 0
         assert sum(entry["questions"].values()) == 2 * TINY["test_images"]
     assert report["seed"] == 0 and report["settings"]["stage2_steps"] == 2

@@ -89,7 +89,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for name, m in report["models"].items():
         lines.append(
-            f"| {LABELS[name]} | {m['fine_acc']:.1%} | {m['coarse_acc']:.1%} | {m['visual_tokens']} "
+            f"| {LABELS[name]} | {m['fine_acc']:.1%} | {m['coarse_acc']:.1%} "
+            f"| {m['visual_tokens']} "
             f"| {m['train_s']:.0f} / {m['train_cpu_s']:.0f} | {m['infer_s_per_image'] * 1e3:.1f} |"
         )
     lines += ["", "Stage 0 towers (per-cell accuracy on the validation images):", "",
@@ -100,7 +101,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Example (test image `{report['example']['id']}`, `example.png`):", ""]
     for name, turns in report["example"]["answers"].items():
         lines.append(f"- **{LABELS[name]}**: " + "; ".join(
-            f"{t['question']} → `{t['answer']}` (truth `{t['truth']}`)" for t in turns))  # fmt: skip
+            f"{t['question']} → `{t['answer']}` (truth `{t['truth']}`)"
+            for t in turns))  # fmt: skip
     lines += ["", "![accuracy vs visual tokens](accuracy_vs_tokens.png)", ""]
     return "\n".join(lines)
 

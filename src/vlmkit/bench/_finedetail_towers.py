@@ -3,8 +3,8 @@
 Mini-Gemini starts from pretrained, frozen towers (CLIP ViT, ConvNeXt); none can be downloaded
 here, so each tower is pretrained on the task's own images with one objective, the same for every
 tower: max-pool its features over each cell of the board and classify the cell's glyph, colour and
-frame (none, white, black) with a linear head (cross-entropy, summed). Same steps, batch and learning rate for every tower;
-the head is thrown away and the tower is frozen for stages 1 and 2.
+frame (none, white, black) with a linear head (cross-entropy, summed). Same steps, batch and
+learning rate for every tower; the head is thrown away and the tower is frozen for stages 1 and 2.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from vlmkit.miners._layout import as_map
 
 
 def cell_features(features: torch.Tensor, grid: int) -> torch.Tensor:
-    """Encoder output (tokens ``(B, T, C)`` or map ``(B, C, h, w)``) -> per cell ``(B, grid*grid, C)``.
+    """Encoder output (tokens ``(B, T, C)`` or map ``(B, C, h, w)``) -> cells ``(B, grid*grid, C)``.
 
     The map is max-pooled over each cell (``h`` must be a multiple of ``grid``).
     """
@@ -51,7 +51,8 @@ def pretrain_tower(
     """Train ``encoder`` in place on per-cell glyph, colour and frame classification; freeze it.
 
     ``pixels``: ``(N, 3, S, S)`` at the encoder's input size; ``targets``: class indices
-    ``(N, grid*grid, 3)`` (glyph, colour, frame) in raster order. Returns ``{"wall_s", "cpu_s", "loss"}``.
+    ``(N, grid*grid, 3)`` (glyph, colour, frame) in raster order.
+    Returns ``{"wall_s", "cpu_s", "loss", "head"}``.
     """
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -3,21 +3,24 @@
 MGM's claim is that mining HR features lets a VLM read fine detail without giving the LLM more
 visual tokens. The task (:mod:`vlmkit.bench._finedetail_data`) is a board of coloured cells, each
 holding a glyph legible at the HR size (256 px) and not at the LR size (64 px, the bilinear
-downsample of the HR view, as MGM makes it). Three compositions are built from config dicts through
+downsample of the HR view, as MGM makes it); the questions ask for the glyph (fine) and the
+colour (coarse) of a framed cell. Three compositions are built from config dicts through
 the registry, trained with the same budget and evaluated on an unseen test split:
 
 - ``lr_only``: LR CLIP ViT (patch 8 at 64 px: 64 tokens), ``identity`` miner (LLaVA-style);
 - ``hr_tokens``: the same ViT architecture run at 256 px with patch 16 (256 tokens, 4x);
-- ``mgm``: the LR ViT + an HR ConvNeXt (``openclip-convnext``) + ``patch_info_mining`` (64 tokens).
+- ``mgm``: the LR ViT + an HR ConvNeXt (``timm``, a tiny ConvNeXt) + ``patch_info_mining`` (64
+  tokens).
 
 No pretrained towers exist offline, so a disclosed **stage 0** pretrains every tower on the
 generated images (:mod:`vlmkit.bench._finedetail_towers`; same objective and budget per tower,
 counted in the train time), then MGM's stage 1 (miner + projector) and stage 2 (+ LLM) follow
 (:mod:`vlmkit.bench._finedetail_fit`). The questions ask about framed cells (visible at both
 sizes), so the tiny, untrained LLM need not learn to map "row r, column c" to a token (the
-projectors' ``pos_embed_grid`` option is the general tool for that). Accuracy is exact match of each answer, all of an image's questions answered in one
-teacher-forced pass with the true earlier answers in the history (what greedy decoding of each
-answer would produce given that history).
+projectors' ``pos_embed_grid`` option is the general tool for that). Accuracy is exact match of
+each answer, all of an image's questions answered in one teacher-forced pass with the true
+earlier answers in the history (what greedy decoding of each answer would produce given that
+history).
 
 ``vlmkit demo`` and ``vlmkit bench finedetail`` run it (:func:`run`).
 """
@@ -167,7 +170,8 @@ def compositions(s: Settings) -> dict[str, dict[str, Any]]:
 def messages(record: dict[str, Any]) -> list[dict[str, str]]:
     """A LLaVA record's turns as chat messages (after an empty system message)."""
     roles = {"human": "user", "gpt": "assistant"}
-    return [NO_SYSTEM] + [{"role": roles[t["from"]], "content": t["value"]} for t in record["conversations"]]
+    turns = record["conversations"]
+    return [NO_SYSTEM] + [{"role": roles[t["from"]], "content": t["value"]} for t in turns]
 
 
 def hr_pixels(records: list[dict[str, Any]], size: int) -> torch.Tensor:
@@ -178,7 +182,7 @@ def hr_pixels(records: list[dict[str, Any]], size: int) -> torch.Tensor:
 
 def lr_view(hr: torch.Tensor, lr_size: int) -> torch.Tensor:
     """MGM's LR view: bilinear (``align_corners=False``, no antialias) resize of the normalised HR
-    pixels ``(N, 3, S, S) -> (N, 3, lr_size, lr_size)``, exactly as the MGM model's processor does."""
+    pixels ``(N, 3, S, S) -> (N, 3, lr_size, lr_size)``, as the MGM model's processor does."""
     return F.interpolate(hr, size=(lr_size, lr_size), mode="bilinear", align_corners=False)
 
 
@@ -206,7 +210,8 @@ def cell_targets(records: list[dict[str, Any]]) -> torch.Tensor:
 
 def items(model: Any, records: list[dict[str, Any]], pixels: torch.Tensor) -> list[dict[str, Any]]:
     """Training items ``{"input_ids", "labels", "pixels", "id"}`` as the LLaVA dataset makes them,
-    ``pixels`` being the model's processor output for the image's tensor (see :func:`model_pixels`)."""
+    ``pixels`` being the model's processor output for the image's tensor
+    (see :func:`model_pixels`)."""
     tok = model.llm.tokenizer
     out = []
     for record, px in zip(records, pixels):
@@ -218,7 +223,9 @@ def items(model: Any, records: list[dict[str, Any]], pixels: torch.Tensor) -> li
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-def _answer_spans(ids: torch.Tensor, labels: torch.Tensor, shift: int) -> list[list[tuple[int, int]]]:
+def _answer_spans(
+    ids: torch.Tensor, labels: torch.Tensor, shift: int
+) -> list[list[tuple[int, int]]]:
     """Per answer: ``(position in the spliced sequence, token id)`` of each supervised token."""
     image_at = int((ids == IMAGE_TOKEN_INDEX).nonzero()[0])
     spans: list[list[tuple[int, int]]] = []
@@ -232,7 +239,9 @@ def _answer_spans(ids: torch.Tensor, labels: torch.Tensor, shift: int) -> list[l
 
 
 @torch.no_grad()
-def evaluate(model: Any, records: list[dict[str, Any]], data: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+def evaluate(
+    model: Any, records: list[dict[str, Any]], data: list[dict[str, Any]], batch: int
+) -> dict[str, Any]:
     """Exact-match accuracy on fine and coarse answers, and inference time per image."""
     from vlmkit.bench._finedetail_fit import collator
 
@@ -290,7 +299,8 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 
 
 def _stage0(encoder: Any, pixels: torch.Tensor, val_pixels: torch.Tensor, s: Settings,
-            targets: torch.Tensor, val_targets: torch.Tensor, desc: str, show: bool) -> dict[str, Any]:  # fmt: skip
+            targets: torch.Tensor, val_targets: torch.Tensor, desc: str,
+            show: bool) -> dict[str, Any]:  # fmt: skip
     from vlmkit.bench._finedetail_towers import pretrain_tower, probe_accuracy
 
     with _bar(s.stage0_steps, desc, show) as bar:
@@ -394,7 +404,8 @@ def _machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -414,7 +425,8 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{r['infer_s_per_image'] * 1e3:.1f}"])  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(
-        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        "  ".join(cell.rjust(w) if i else cell.ljust(w)
+                  for i, (cell, w) in enumerate(zip(row, widths)))  # fmt: skip
         for row in rows
     )
 
@@ -455,12 +467,13 @@ def _jsonable(report: dict[str, Any]) -> dict[str, Any]:
 
 
 _OPTIONS = [
-    click.option("--quick", is_flag=True, help="Fewer images and steps (about 4 minutes on 2 cores)."),
+    click.option("--quick", is_flag=True, help="Fewer images and steps (about 4 minutes)."),
     click.option("--seed", default=0, show_default=True, help="Seed of the data and the models."),
     click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
                  help="Also write the results as JSON."),  # fmt: skip
     click.option("--out", default="out/finedetail", show_default=True,
-                 type=click.Path(file_okay=False), help="Folder for the report and the plot."),  # fmt: skip
+                 type=click.Path(file_okay=False),
+                 help="Folder for the report and the plot."),  # fmt: skip
     click.option("--progress/--no-progress", default=True, help="Progress bars on stderr."),
 ]
 
@@ -473,8 +486,10 @@ def _with_options(command: Callable[..., None]) -> Callable[..., None]:
 
 @click.command("finedetail")
 @_with_options
-def finedetail_command(quick: bool, seed: int, json_path: str | None, out: str, progress: bool) -> None:
-    """Fine-detail benchmark: LR-only vs HR-tokens vs MGM, trained and evaluated here (CPU, offline)."""
+def finedetail_command(
+    quick: bool, seed: int, json_path: str | None, out: str, progress: bool
+) -> None:
+    """Fine-detail benchmark: LR-only vs HR-tokens vs MGM, trained and evaluated here (offline)."""
     _main(quick, seed, json_path, out, progress)
 
 

@@ -46,7 +46,7 @@ class _GridPositions(nn.Module):
         nn.init.normal_(self.column, std=0.02)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens``: ``(B, grid*grid, D)`` in raster order -> the same plus row + column embedding."""
+        """``tokens``: ``(B, grid*grid, D)``, raster order -> the same plus row + column."""
         if tokens.shape[1] != self.grid * self.grid:
             raise ValueError(
                 f"pos_embed_grid={self.grid} expects {self.grid * self.grid} tokens per view, "
