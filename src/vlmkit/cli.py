@@ -89,40 +89,6 @@ def build_command(config: str, summary: bool) -> None:
     click.echo(f"chat template: {model.config.chat_template}")
 
 
-@cli.command("demo")
-@click.option("--preset", default="mgm-tiny", show_default=True, help="Preset to run.")
-def demo_command(preset: str) -> None:
-    """Build a preset offline, chat about a generated image, and show that mining keeps the
-    visual-token count fixed when the HR resolution doubles."""
-    import time
-
-    import torch
-    from PIL import Image, ImageDraw
-
-    from vlmkit.builder import build, plan
-    from vlmkit.config import load_config
-
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    model = build(preset)
-    click.echo(f"built {preset} in {time.perf_counter() - start:.2f}s (random weights, offline)")
-    image = Image.new("RGB", (160, 120), "white")
-    ImageDraw.Draw(image).rectangle((40, 30, 120, 90), fill="red")
-    start = time.perf_counter()
-    reply = model.chat(image, [{"role": "user", "content": "What shape is in the picture?"}],
-                       max_new_tokens=16)
-    click.echo(f"chat ({time.perf_counter() - start:.2f}s, untrained so the words are noise): {reply!r}")
-    config = load_config(preset)
-    counts = []
-    if config.hr_encoder is not None and "image_size" in config.hr_encoder.kwargs:
-        for factor in (1, 2):
-            cfg = config.copy()
-            cfg.hr_encoder.kwargs["image_size"] *= factor
-            counts.append((cfg.hr_encoder.kwargs["image_size"], plan(cfg).visual_tokens_per_image))
-        for size, tokens in counts:
-            click.echo(f"HR input {size} px -> {tokens} visual tokens per image")
-
-
 @cli.group("bench")
 def bench_group() -> None:
     """Benchmarks shipped with vlmkit."""
@@ -135,6 +101,8 @@ _COMMANDS: list[tuple[str | None, str, str]] = [
     ("bench", "vlmkit.bench.mining", "mining_command"),
     (None, "vlmkit.chat", "chat_command"),
     (None, "vlmkit.chat", "generate_image_command"),
+    ("bench", "vlmkit.bench.finedetail", "finedetail_command"),
+    (None, "vlmkit.bench.finedetail", "demo_command"),
     (None, "vlmkit.train.command", "train_command"),
     (None, "vlmkit.train.vqa_eval", "eval_command"),
 ]

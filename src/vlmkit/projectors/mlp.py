@@ -3,12 +3,18 @@
 ``mlp2x_gelu`` is LLaVA-1.5's and Mini-Gemini's projector: ``Linear(C, D), GELU, Linear(D, D)``. The
 modules are indexed like MGM's ``mm_projector`` (``0`` and ``2`` are the Linear layers), so official
 checkpoints map onto them key for key.
+
+``pos_embed_grid`` (all projectors here, default off) adds learned 2-D position embeddings to the
+output tokens: a row embedding plus a column embedding for a ``G x G`` token grid, so that a small
+LLM can tie a place named in text ("row 2, column 3") to the visual token there. Off, the module
+and its state dict are exactly LLaVA's / MGM's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 import vlmkit
@@ -21,41 +27,102 @@ def _check_dims(name: str, in_dim: int, out_dim: int) -> None:
             raise ValueError(f"projector {name!r}: {key} must be a positive int, got {value!r}")
 
 
+def _check_grid(name: str, grid: int | None) -> None:
+    if grid is not None and (not isinstance(grid, int) or isinstance(grid, bool) or grid < 1):
+        raise ValueError(
+            f"projector {name!r}: pos_embed_grid must be a positive int or None, got {grid!r}"
+        )
+
+
+class _GridPositions(nn.Module):
+    """Learned row and column embeddings of a ``grid x grid`` token layout, raster order."""
+
+    def __init__(self, grid: int, dim: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.row = nn.Parameter(torch.zeros(grid, dim))
+        self.column = nn.Parameter(torch.zeros(grid, dim))
+        nn.init.normal_(self.row, std=0.02)
+        nn.init.normal_(self.column, std=0.02)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens``: ``(B, grid*grid, D)``, raster order -> the same plus row + column."""
+        if tokens.shape[1] != self.grid * self.grid:
+            raise ValueError(
+                f"pos_embed_grid={self.grid} expects {self.grid * self.grid} tokens per view, "
+                f"got {tokens.shape[1]}"
+            )
+        pos = (self.row[:, None, :] + self.column[None, :, :]).reshape(-1, self.row.shape[1])
+        return tokens + pos.to(tokens.dtype)
+
+
+class _Positioned(nn.Sequential):
+    """A Sequential projector that adds :class:`_GridPositions` after its layers when asked."""
+
+    def _add_positions(self, grid: int | None, dim: int) -> None:
+        # Kept outside the Sequential's numbered layers so that keys 0, 2... stay MGM's.
+        self.pos_embed = _GridPositions(grid, dim) if grid is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            if layer is not self.pos_embed:
+                x = layer(x)
+        return x if self.pos_embed is None else self.pos_embed(x)
+
+
 @vlmkit.register("projector", "linear")
-class LinearProjector(nn.Sequential, Projector):
-    """One Linear layer: ``(B, T, in_dim) -> (B, T, out_dim)``."""
+class LinearProjector(_Positioned, Projector):
+    """One Linear layer: ``(B, T, in_dim) -> (B, T, out_dim)``.
+
+    ``pos_embed_grid``: add learned row + column embeddings for a ``G x G`` token grid (module doc).
+    """
 
     tiny_config = {"in_dim": 8, "out_dim": 16}
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, pos_embed_grid: int | None = None) -> None:
         _check_dims("linear", in_dim, out_dim)
+        _check_grid("linear", pos_embed_grid)
         super().__init__(nn.Linear(in_dim, out_dim))
+        self._add_positions(pos_embed_grid, out_dim)
 
     @classmethod
-    def describe(cls, in_dim: int, out_dim: int, **_: Any) -> ProjectorInfo:
+    def describe(
+        cls, in_dim: int, out_dim: int, pos_embed_grid: int | None = None, **_: Any
+    ) -> ProjectorInfo:
         _check_dims("linear", in_dim, out_dim)
+        _check_grid("linear", pos_embed_grid)
         return ProjectorInfo(in_dim, out_dim)
 
 
-class MLPGeluProjector(nn.Sequential, Projector):
-    """``depth`` Linear layers with GELU between: ``(B, T, in_dim) -> (B, T, out_dim)``."""
+class MLPGeluProjector(_Positioned, Projector):
+    """``depth`` Linear layers with GELU between: ``(B, T, in_dim) -> (B, T, out_dim)``.
+
+    ``pos_embed_grid``: add learned row + column embeddings for a ``G x G`` token grid (module doc).
+    """
 
     tiny_config = {"in_dim": 8, "out_dim": 16}
     default_depth = 2
 
-    def __init__(self, in_dim: int, out_dim: int, depth: int | None = None) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, depth: int | None = None, pos_embed_grid: int | None = None
+    ) -> None:
         depth = self.default_depth if depth is None else depth
         _check_dims(f"mlp{depth}x_gelu", in_dim, out_dim)
+        _check_grid(f"mlp{depth}x_gelu", pos_embed_grid)
         if depth < 1:
             raise ValueError(f"projector mlpNx_gelu: depth must be >= 1, got {depth}")
         layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
         for _ in range(depth - 1):
             layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         super().__init__(*layers)
+        self._add_positions(pos_embed_grid, out_dim)
 
     @classmethod
-    def describe(cls, in_dim: int, out_dim: int, **_: Any) -> ProjectorInfo:
+    def describe(
+        cls, in_dim: int, out_dim: int, pos_embed_grid: int | None = None, **_: Any
+    ) -> ProjectorInfo:
         _check_dims("mlpNx_gelu", in_dim, out_dim)
+        _check_grid("mlpNx_gelu", pos_embed_grid)
         return ProjectorInfo(in_dim, out_dim)
 
 

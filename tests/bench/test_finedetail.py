@@ -1,0 +1,102 @@
+"""The fine-detail benchmark's structure on a miniature run (accuracy targets live in the bench)."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+import vlmkit
+from click.testing import CliRunner
+
+from vlmkit.bench import finedetail as fd
+from vlmkit.bench._finedetail_data import TaskSpec, generate
+from vlmkit.cli import cli
+
+TINY = dict(
+    train_images=6, val_images=3, test_images=3, tower_layers=2, tower_width=16, llm_width=32,
+    stage0_steps=2, stage0_batch=2, stage1_steps=1, stage2_steps=2, batch=2,
+)  # fmt: skip
+
+
+def test_splits_are_disjoint_and_seeded():
+    spec = TaskSpec()
+    data = generate(spec, seed=3, sizes={"train": 20, "val": 5, "test": 10})
+    keys = {split: {r["board"].key() for r in records} for split, records in data.items()}
+    assert [len(keys[s]) for s in ("train", "val", "test")] == [20, 5, 10]
+    assert not keys["train"] & keys["test"] and not keys["train"] & keys["val"]
+    assert not keys["val"] & keys["test"]
+    again = generate(spec, seed=3, sizes={"train": 20, "val": 5, "test": 10})
+    assert [r["board"] for r in again["test"]] == [r["board"] for r in data["test"]]
+    other = generate(spec, seed=4, sizes={"test": 10})
+    assert [r["board"] for r in other["test"]] != [r["board"] for r in data["test"]]
+
+
+def test_conversation_is_one_multiturn_llava_record_with_true_answers():
+    record = generate(TaskSpec(), seed=0, sizes={"test": 1})["test"][0]
+    turns, board = record["conversations"], record["board"]
+    assert [t["from"] for t in turns] == ["human", "gpt"] * len(record["kinds"])
+    assert turns[0]["value"].startswith("<image>\n")
+    assert sum(t["value"].count("<image>") for t in turns) == 1
+    assert record["kinds"].count("fine") == record["kinds"].count("coarse") == len(board.frames)
+    places = dict(board.frames)
+    for question, answer, kind in zip(turns[0::2], turns[1::2], record["kinds"]):
+        frame = next(name for name in places if f"{name} frame" in question["value"])
+        r, c = places[frame]
+        expected = board.glyphs[r][c] if kind == "fine" else board.colours[r][c]
+        assert answer["value"] == expected
+    assert record["image"].size == (256, 256)
+
+
+def test_lr_view_is_the_bilinear_downsample_the_mgm_model_makes():
+    s = fd.Settings(**TINY)
+    data = generate(s.task, 0, {"test": 2})
+    hr = fd.hr_pixels(data["test"], s.task.image_size)
+    mgm = vlmkit.build(fd.compositions(s)["mgm"])
+    lr_only = vlmkit.build(fd.compositions(s)["lr_only"])
+    ours = fd.model_pixels(lr_only, hr)
+    expected = F.interpolate(hr, size=(64, 64), mode="bilinear", align_corners=False)
+    assert ours.shape == (2, 3, 64, 64)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+    torch.testing.assert_close(mgm.preprocess(fd.model_pixels(mgm, hr))["lr"], ours, rtol=0, atol=0)
+
+
+def test_token_counts_of_the_three_compositions():
+    s = fd.Settings(**TINY)
+    configs = fd.compositions(s)
+    tokens = {n: vlmkit.build(configs[n], device="meta").num_visual_tokens for n in fd.MODELS}
+    assert tokens["mgm"] == tokens["lr_only"] == (s.lr_size // 8) ** 2
+    assert tokens["hr_tokens"] == (s.task.image_size // 16) ** 2
+    assert tokens["mgm"] * 4 <= tokens["hr_tokens"]
+    assert configs["mgm"]["miner"]["name"] == "patch_info_mining"
+    assert configs["lr_only"]["lr_encoder"] == configs["mgm"]["lr_encoder"]
+
+
+def test_answer_spans_follow_the_visual_tokens():
+    # ids: BOS, <image>, 2 text ids, answer "7" + eos; with 3 visual tokens every index after the
+    # placeholder moves by 2.
+    ids = torch.tensor([1, -200, 10, 11, 55, 2, 12, 56, 2])
+    labels = torch.tensor([-100, -100, -100, -100, 55, 2, -100, 56, 2])
+    assert fd._answer_spans(ids, labels, shift=2) == [[(6, 55), (7, 2)], [(9, 56), (10, 2)]]
+
+
+@pytest.mark.slow
+def test_miniature_run_json_and_outputs(tmp_path, monkeypatch):
+    out, path = tmp_path / "out", tmp_path / "r.json"
+    # the miniature instead of the real budget
+    monkeypatch.setattr(fd, "settings", lambda quick=False, seed=0: fd.Settings(**TINY))
+    result = CliRunner().invoke(
+        cli, ["bench", "finedetail", "--json", str(path), "--out", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "trained here" in result.output and "MGM" in result.output
+    report = json.loads(path.read_text())
+    assert set(report["models"]) == {"lr_only", "hr_tokens", "mgm"}
+    for entry in report["models"].values():
+        keys = {"fine_acc", "coarse_acc", "visual_tokens", "train_s", "infer_s_per_image"}
+        assert keys <= set(entry)
+        assert 0 <= entry["fine_acc"] <= 1 and entry["train_s"] > 0
+        assert sum(entry["questions"].values()) == 2 * TINY["test_images"]
+    assert report["seed"] == 0 and report["settings"]["stage2_steps"] == 2
+    assert report["models"]["mgm"]["visual_tokens"] == report["models"]["lr_only"]["visual_tokens"]
+    assert (out / "report.md").read_text().startswith("# vlmkit fine-detail benchmark")
+    assert (out / "accuracy_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"

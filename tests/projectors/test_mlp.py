@@ -1,0 +1,52 @@
+"""Projectors' optional 2-D position embeddings (``pos_embed_grid``)."""
+
+import pytest
+import torch
+import vlmkit
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp2x_gelu", "mlp3x_gelu"])
+def test_off_by_default_keeps_mgm_keys(name):
+    projector = vlmkit.create("projector", name, in_dim=8, out_dim=16)
+    assert all(not key.startswith("pos_embed") for key in projector.state_dict())
+
+
+@settings(max_examples=10, deadline=None)
+@given(grid=st.integers(1, 4), batch=st.integers(1, 3))
+def test_adds_row_plus_column_embedding_in_raster_order(grid, batch):
+    plain = vlmkit.create("projector", "mlp2x_gelu", in_dim=8, out_dim=16)
+    placed = vlmkit.create("projector", "mlp2x_gelu", in_dim=8, out_dim=16, pos_embed_grid=grid)
+    placed.load_state_dict({**plain.state_dict(), **{k: v for k, v in placed.state_dict().items()
+                                                      if k.startswith("pos_embed")}})
+    x = torch.randn(batch, grid * grid, 8)
+    diff = placed(x) - plain(x)
+    for r in range(grid):
+        for c in range(grid):
+            expected = placed.pos_embed.row[r] + placed.pos_embed.column[c]
+            torch.testing.assert_close(diff[:, r * grid + c], expected.expand(batch, -1))
+
+
+def test_wrong_token_count_and_bad_grid_are_named():
+    projector = vlmkit.create("projector", "linear", in_dim=8, out_dim=16, pos_embed_grid=3)
+    with pytest.raises(ValueError, match="expects 9 tokens per view, got 8"):
+        projector(torch.randn(1, 8, 8))
+    with pytest.raises(ValueError, match="pos_embed_grid must be a positive int or None, got 0"):
+        vlmkit.create("projector", "mlp2x_gelu", in_dim=8, out_dim=16, pos_embed_grid=0)
+
+
+def test_builder_accepts_the_keyword():
+    config = {
+        "lr_encoder": {"name": "hf-clip-vit", "config": {"hidden_size": 16, "intermediate_size": 32,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32,
+                       "patch_size": 8}},
+        "miner": {"name": "identity"},
+        "projector": {"name": "mlp2x_gelu", "pos_embed_grid": 4},
+        "llm": {"name": "hf-causal-lm", "tokenizer": "byte-level", "config": {
+            "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 260}},
+    }  # fmt: skip
+    model = vlmkit.build(config)
+    tokens = model.encode_images(torch.randn(2, 3, 32, 32))
+    assert tokens.shape == (2, 16, 32)
