@@ -96,12 +96,12 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{directory} is not a vlmkit model directory: {CONFIG_NAME} is missing")
     data = json.loads(path.read_text())
-    if "config" not in data:
-        raise ValueError(f"{path} has no 'config' entry; is it a vlmkit model directory?")
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ValueError(f"{path} has no 'config' mapping; is it a vlmkit model directory?")
     config = data["config"]
-    tokenizer = config.get("llm", {}).get("tokenizer")
-    if tokenizer == TOKENIZER_DIR:
-        config["llm"]["tokenizer"] = str(Path(directory) / TOKENIZER_DIR)
+    llm = config.get("llm")  # a slot may also be just a component name
+    if isinstance(llm, dict) and llm.get("tokenizer") == TOKENIZER_DIR:
+        llm["tokenizer"] = str(Path(directory) / TOKENIZER_DIR)
     return config
 
 
