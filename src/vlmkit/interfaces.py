@@ -175,3 +175,10 @@ class Bridge:
     @classmethod
     def describe(cls, **kwargs: Any) -> dict:
         return {}
+
+    @staticmethod
+    def check_prompt(prompt: Any) -> str:
+        """The prompt without surrounding white space; ``ValueError`` unless a non-empty string."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"expected a non-empty image prompt, got {prompt!r}")
+        return prompt.strip()

@@ -23,6 +23,4 @@ class PromptOnlyBridge(Bridge):
         steps: int | None = None,
         size: int | None = None,
     ) -> list[str]:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"expected a non-empty image prompt, got {prompt!r}")
-        return [prompt.strip()]
+        return [self.check_prompt(prompt)]

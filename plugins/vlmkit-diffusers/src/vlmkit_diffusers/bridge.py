@@ -113,8 +113,7 @@ class DiffusersBridge(Bridge):
         size: int | None = None,
     ) -> list[Any]:
         """Images for ``prompt``; ``size`` is the square side in pixels (default: the pipeline's)."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"expected a non-empty image prompt, got {prompt!r}")
+        prompt = self.check_prompt(prompt)
         pipe = self.pipeline
         size = size or self.size
         kwargs: dict[str, Any] = {
