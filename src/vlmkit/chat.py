@@ -30,15 +30,14 @@ class ChatError(Exception):
 
 def open_image(path: str | Path) -> Any:
     """The RGB PIL image at ``path``; :class:`ChatError` if it is missing or not a readable image."""
-    from PIL import Image, UnidentifiedImageError
+    from vlmkit.data.processor import load_image
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise ChatError(f"image file not found: {path}")
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
+        return load_image(path)
+    except OSError as err:  # PIL's UnidentifiedImageError is an OSError
         raise ChatError(f"{path}: unsupported image format ({type(err).__name__})") from None
 
 

@@ -31,6 +31,8 @@ from safetensors import safe_open
 from torch import nn
 from transformers.utils import logging as transformers_logging
 
+from vlmkit.llms.hf import DTYPES
+
 CONFIG_NAME = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -273,7 +275,7 @@ def _chat_template(llm: str, llm_config: Mapping[str, Any]) -> str:
     return "vicuna_v1"
 
 
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 def vlmkit_config(
@@ -404,14 +406,10 @@ def load(
         raise MGMFormatError(f"{root}: the release lacks weight(s) for {missing[:10]}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
     _apply_tokenizer_fields(model, mgm)
-    model.to(dtype=_dtype(config["llm"]["dtype"]))
+    model.to(dtype=DTYPES[config["llm"]["dtype"]])
     if device is not None:
         model.to(device)
     return model.eval()
-
-
-def _dtype(name: str) -> torch.dtype:
-    return {v: k for k, v in _DTYPE_NAMES.items()}[name]
 
 
 def _check_llm(llm: Any, llm_keys: list[str]) -> None:

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from vlmkit.data.conversation import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, build_example
+from vlmkit.data.processor import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +179,7 @@ class LlavaDataset(torch.utils.data.Dataset):
                 images.append(source)
                 continue
             try:
-                with Image.open(source) as image:
-                    images.append(image.convert("RGB"))
+                images.append(load_image(source))
             except FileNotFoundError:
                 self._skip(index, "image file not found", source)
                 return None

@@ -8,6 +8,7 @@ normalised tensor; with MGM-HD it is cut into ``image_grid**2`` crops plus a glo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,16 @@ from PIL import Image
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ASPECTS = ("pad", "resize", "crop")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """The image file at ``path`` as an RGB PIL image, read in full (the file is closed).
+
+    Raises what PIL raises: ``FileNotFoundError``, ``PIL.UnidentifiedImageError`` (an ``OSError``)
+    for an unreadable format, ``PIL.Image.DecompressionBombError``; callers decide how to report.
+    """
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 def num_views(image_grid: int, image_global: bool) -> int:

@@ -86,7 +86,8 @@ def dequantized_copy(pretrained: str, gguf_file: str, *, cache: str | Path | Non
     return str(target)
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The names the ``dtype`` keyword accepts (also what vlmkit.compat.mgm writes into configs).
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _hf_config(
@@ -141,9 +142,9 @@ class HFCausalLM(LLM):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        if dtype is not None and dtype not in _DTYPES:
-            raise ValueError(f"llm dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        torch_dtype = _DTYPES[dtype] if dtype else None
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"llm dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        torch_dtype = DTYPES[dtype] if dtype else None
         pretrained = resolve_path(pretrained)
         hf_config = _hf_config(pretrained, config, gguf_file, trust_remote_code)
         if attn_implementation is not None:

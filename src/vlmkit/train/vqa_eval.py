@@ -102,8 +102,9 @@ def evaluate(model: Any, questions: list[dict[str, Any]], image_folder: str | Pa
              prompt_suffix: str = "", max_new_tokens: int = 16, progress: bool = True) -> dict[str, Any]:
     """Answer every question with ``model.chat`` and score it; returns ``{"accuracy", "results",
     "skipped"}``. A question whose image cannot be read is skipped (with its path) and counted."""
-    from PIL import Image
     from tqdm.auto import tqdm
+
+    from vlmkit.data.processor import load_image
 
     folder = Path(image_folder) if image_folder is not None else None
     results, skipped = [], []
@@ -115,8 +116,7 @@ def evaluate(model: Any, questions: list[dict[str, Any]], image_folder: str | Pa
             path = Path(q["image"])
             path = folder / path if folder is not None and not path.is_absolute() else path
             try:
-                with Image.open(path) as image:
-                    images = [image.convert("RGB")]
+                images = [load_image(path)]
             except (OSError, ValueError) as err:
                 skipped.append({"question_id": q["question_id"], "path": str(path), "error": str(err)})
                 continue
