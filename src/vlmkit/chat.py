@@ -24,7 +24,7 @@ DEFAULT_GEN_REQUEST = "Generate an image of what we talked about."
 HELP = "commands: /image PATH, /gen [TEXT], /reset, /quit"
 
 
-class ChatError(Exception):
+class ChatError(ValueError):
     """A problem the user can fix (bad path, unknown model...): shown as one line."""
 
 
@@ -41,9 +41,12 @@ def open_image(path: str | Path) -> Any:
         raise ChatError(f"{path}: unsupported image format ({type(err).__name__})") from None
 
 
-def load_model(spec: str, *, device: str | None = None) -> Any:
+def load_model(spec: str, *, device: str | None = None, what: str = "--model") -> Any:
     """A model from a preset name, a config file (``.yaml``/``.json``), a directory written by
-    ``save_pretrained``, or an official Mini-Gemini checkpoint directory."""
+    ``save_pretrained``, or an official Mini-Gemini checkpoint directory.
+
+    The one place the commands (``chat``, ``generate-image``, ``train``, ``eval``) resolve a model;
+    ``what`` names the argument in the :class:`ChatError` a bad ``spec`` raises."""
     import json
 
     import vlmkit
@@ -52,31 +55,31 @@ def load_model(spec: str, *, device: str | None = None) -> Any:
     if path.is_dir():
         config = path / "config.json"
         if not config.is_file():
-            raise ChatError(f"--model {spec}: the directory has no config.json")
+            raise ChatError(f"{what} {spec}: the directory has no config.json")
         try:
             data = json.loads(config.read_text())
         except json.JSONDecodeError as err:
-            raise ChatError(f"--model {spec}: config.json is not valid JSON ({err})") from None
+            raise ChatError(f"{what} {spec}: config.json is not valid JSON ({err})") from None
         try:
             if "config" in data:
                 return vlmkit.VisionLanguageModel.from_pretrained(path, device=device)
             if "mm_vision_tower" in data:
                 return _load_mgm(path, device)
         except _LOAD_ERRORS as err:
-            raise ChatError(f"--model {spec}: cannot load ({type(err).__name__}: {_first_line(err)})") from None
+            raise ChatError(f"{what} {spec}: cannot load ({type(err).__name__}: {_first_line(err)})") from None
         raise ChatError(
-            f"--model {spec}: config.json is neither a vlmkit model's nor an official MGM checkpoint's"
+            f"{what} {spec}: config.json is neither a vlmkit model's nor an official MGM checkpoint's"
         )
     if path.suffix in (".yaml", ".yml", ".json"):
         if not path.is_file():
-            raise ChatError(f"--model {spec}: no such config file")
+            raise ChatError(f"{what} {spec}: no such config file")
         return vlmkit.build(str(path), device=device)
     if spec in vlmkit.presets():
         return vlmkit.build(spec, device=device)
     if "/" in spec or spec.startswith("."):
-        raise ChatError(f"--model {spec}: no such directory")
+        raise ChatError(f"{what} {spec}: no such directory")
     raise ChatError(
-        f"--model {spec}: not a preset, config file or model directory "
+        f"{what} {spec}: not a preset, config file or model directory "
         f"(presets: {', '.join(vlmkit.presets())})"
     )
 

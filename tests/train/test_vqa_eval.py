@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vlmkit.cli import cli
-from vlmkit.train import command
+from vlmkit import chat
 from vlmkit.train.vqa_eval import evaluate, load_questions, normalize_answer, vqa_accuracy
 
 
@@ -53,7 +53,7 @@ def test_eval_command(tmp_path, monkeypatch):
     path = tmp_path / "q.jsonl"
     path.write_text("".join(json.dumps(q) + "\n" for q in questions))
     stub = _Stub()
-    monkeypatch.setattr(command, "load_model", lambda source: stub)
+    monkeypatch.setattr(chat, "load_model", lambda source, **_: stub)
     out = tmp_path / "pred.jsonl"
     result = CliRunner().invoke(cli, ["eval", "any", "--questions", str(path), "--output", str(out),
                                       "--prompt-suffix", "\\nShort answer."])

@@ -21,6 +21,8 @@ from typing import Any
 
 import click
 
+from vlmkit.chat import load_model
+
 TRAIN_FILE_KEYS = ("model", "stage", "data", "image_folder", "train")
 
 
@@ -44,15 +46,6 @@ def read_train_file(config: str) -> dict[str, Any] | None:
     if not isinstance(data.get("train", {}), dict):
         raise click.UsageError(f"{config}: 'train' must be a mapping of TrainConfig fields")
     return data
-
-
-def load_model(source: str) -> Any:
-    """A saved model directory (``config.json`` inside) or anything :func:`vlmkit.build` takes."""
-    import vlmkit
-
-    if (Path(source) / "config.json").is_file():
-        return vlmkit.VisionLanguageModel.from_pretrained(source)
-    return vlmkit.build(source)
 
 
 @click.command("train")
@@ -100,7 +93,7 @@ def train_command(config: str, stage: str | None, data: str | None, image_folder
     info = init_from_env()
     torch.manual_seed(int(overrides.get("seed", 0)))  # the same random init on every process
     try:
-        model = load_model(str(spec["model"]))
+        model = load_model(str(spec["model"]), what="model")
         train_config = TrainConfig.from_preset(model.config, stage, **overrides)
         dataset = LlavaDataset(data, image_folder or spec.get("image_folder"), model,
                                template=train_config.chat_template,
