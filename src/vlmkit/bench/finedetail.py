@@ -38,11 +38,10 @@ from typing import Any, Callable
 
 import click
 import torch
-import torch.nn.functional as F
 
 from vlmkit.bench._finedetail_data import COLOURS, FRAMES, GLYPHS, TaskSpec, generate
 from vlmkit.data.conversation import IGNORE_INDEX, IMAGE_TOKEN_INDEX, build_example
-from vlmkit.data.processor import ImageProcessor
+from vlmkit.data.processor import ImageProcessor, lr_view
 
 MODELS = ("lr_only", "hr_tokens", "mgm")
 LABELS = {"lr_only": "LR-only", "hr_tokens": "HR-tokens", "mgm": "MGM"}
@@ -180,16 +179,10 @@ def hr_pixels(records: list[dict[str, Any]], size: int) -> torch.Tensor:
     return torch.stack([processor.pixels(r["image"]) for r in records])
 
 
-def lr_view(hr: torch.Tensor, lr_size: int) -> torch.Tensor:
-    """MGM's LR view: bilinear (``align_corners=False``, no antialias) resize of the normalised HR
-    pixels ``(N, 3, S, S) -> (N, 3, lr_size, lr_size)``, as the MGM model's processor does."""
-    return F.interpolate(hr, size=(lr_size, lr_size), mode="bilinear", align_corners=False)
-
-
 def model_pixels(model: Any, hr: torch.Tensor) -> torch.Tensor:
     """What a model is fed: the HR pixels, or their LR view for a model whose input is LR-sized."""
     size = model.processor.input_size
-    return hr if size == hr.shape[-1] else lr_view(hr, size)
+    return lr_view(hr, size)
 
 
 def cell_targets(records: list[dict[str, Any]]) -> torch.Tensor:
@@ -344,9 +337,8 @@ def run(s: Settings | None = None, *, progress: bool = True,
     for key, encoder in (("lr_vit", lr_tower), ("hr_vit", models["hr_tokens"].lr_encoder),
                          ("hr_convnext", models["mgm"].hr_encoder)):  # fmt: skip
         size = encoder.info.image_size
-        view = (lambda x: x) if size == s.task.image_size else (lambda x: lr_view(x, size))
-        towers[key] = _stage0(encoder, view(hr["train"]), view(hr["val"]), s, targets["train"],
-                              targets["val"], f"stage 0 {key}", progress)  # fmt: skip
+        towers[key] = _stage0(encoder, lr_view(hr["train"], size), lr_view(hr["val"], size), s,
+                              targets["train"], targets["val"], f"stage 0 {key}", progress)  # fmt: skip
         log(f"stage 0 {key}: {towers[key]['wall_s']:.1f}s, val per-cell glyph acc "
             f"{towers[key]['val_glyph_acc']:.1%}, colour {towers[key]['val_colour_acc']:.1%}")
     models["mgm"].lr_encoder.load_state_dict(lr_tower.state_dict())

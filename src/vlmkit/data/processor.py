@@ -31,6 +31,14 @@ def load_image(path: str | Path) -> Image.Image:
         return image.convert("RGB")
 
 
+def lr_view(x: torch.Tensor, size: int) -> torch.Tensor:
+    """MGM's LR view of normalised pixels: ``(B, C, S, S) -> (B, C, size, size)`` by bilinear
+    resize (``align_corners=False``, no antialias, computed in float32, cast back)."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False).to(x.dtype)
+
+
 def num_views(image_grid: int, image_global: bool) -> int:
     """LR views per image: ``image_grid**2`` crops, plus a global view when ``image_grid > 1``."""
     return image_grid * image_grid + int(image_global and image_grid > 1)
@@ -59,8 +67,7 @@ def split_views(x: torch.Tensor, image_grid: int, image_global: bool) -> torch.T
     crops = x.reshape(b, c, image_grid, s, image_grid, s).permute(0, 2, 4, 1, 3, 5)
     views = crops.reshape(b, image_grid * image_grid, c, s, s)
     if image_global:
-        whole = F.interpolate(x.float(), size=(s, s), mode="bilinear", align_corners=False)
-        views = torch.cat([whole.to(x.dtype).unsqueeze(1), views], dim=1)
+        views = torch.cat([lr_view(x, s).unsqueeze(1), views], dim=1)
     return views.reshape(-1, c, s, s)
 
 
@@ -120,12 +127,7 @@ class ImageProcessor:
         "num_views": V}``, the ``V`` views of one image consecutive.
         """
         base = self._base(images)
-        lr = base
-        lr_full = self.lr_size * self.image_grid
-        if base.shape[-1] != lr_full:
-            lr = F.interpolate(
-                base.float(), size=(lr_full, lr_full), mode="bilinear", align_corners=False
-            ).to(base.dtype)
+        lr = lr_view(base, self.lr_size * self.image_grid)
         return {
             "lr": split_views(lr, self.image_grid, self.image_global),
             "hr": base if self.hr_size is not None else None,
