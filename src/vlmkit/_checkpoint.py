@@ -44,6 +44,20 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
     return kept, aliases
 
 
+def replace_directory(source: Path, target: Path) -> None:
+    """Move the finished folder ``source`` to ``target`` by renames on one file system; an
+    existing ``target`` is moved aside first and deleted only once ``source`` is in place."""
+    if target.exists():
+        backup = target.with_name(f".{target.name}.old")
+        if backup.exists():
+            shutil.rmtree(backup)
+        os.replace(target, backup)
+        os.replace(source, target)
+        shutil.rmtree(backup)
+    else:
+        os.replace(source, target)
+
+
 def save_model(
     model: Any,
     directory: Path,
@@ -77,15 +91,7 @@ def save_model(
             save_file({n: state[n] for n in names}, str(tmp / filename), metadata={"format": "pt"})
         index = {"metadata": {"aliases": aliases}, "weight_map": split.tensor_to_filename}
         (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2))
-        if directory.exists():
-            backup = directory.with_name(f".{directory.name}.old")
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(directory, backup)
-            os.replace(tmp, directory)
-            shutil.rmtree(backup)
-        else:
-            os.replace(tmp, directory)
+        replace_directory(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -16,7 +16,6 @@ a half-written ``checkpoint-<step>``; ``keep_last`` older ones are deleted after
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlmkit._checkpoint import replace_directory
 from vlmkit.train.distributed import DistInfo, barrier
 
 STATE_FILE = "trainer_state.json"
@@ -101,9 +101,7 @@ def save_checkpoint(
         (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, "world_size": info.world}, indent=2))
     barrier(info)
     if info.is_main:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_directory(tmp, final)
         if keep_last is not None and keep_last > 0:
             for old in checkpoints(output_dir)[:-keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
