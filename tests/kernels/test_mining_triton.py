@@ -84,11 +84,12 @@ def assert_as_accurate(got, reference, exact, factor=4.0, atol=1e-5):
         assert err_got <= bound, f"[{i}] error {err_got:.3g} > {bound:.3g} (ref. {err_ref:.3g})"
 
 
-@pytest.fixture(params=["small_blocks", "default_blocks"])
+@pytest.fixture(params=["small_chunks", "default_chunks"])
 def block_size(request, monkeypatch):
-    """Run with 16-channel blocks (several channel-loop iterations) and with the default."""
-    if request.param == "small_blocks":
-        monkeypatch.setattr(kernels, "MAX_BLOCK_C", 16)
+    """Run with chunks of one or two pixels (several chunks per window row, rows of M not a
+    multiple of the chunk) and with the default chunking."""
+    if request.param == "small_chunks":
+        monkeypatch.setattr(kernels, "TILES", {key: (64, 16) for key in kernels.TILES})
 
 
 @needs_kernels
@@ -151,6 +152,11 @@ def test_triton_float64_inputs_are_computed_in_float32():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_triton_rejects_wider_maps_than_it_holds():
+    with pytest.raises(ValueError, match=r"up to 16384 channels, got 16385; use backend='torch'"):
+        kernels.tiling("forward", kernels.MAX_CHANNELS + 1, 8, 2)
+
+
 def test_triton_on_cpu_without_the_interpreter_raises(monkeypatch):
     monkeypatch.setattr(kernels, "interpreted", lambda: False)
     lr, hr, projections = make_case(1, 2, 2, 4, 6, device="cpu")
@@ -164,13 +170,24 @@ def test_triton_on_cpu_without_the_interpreter_raises(monkeypatch):
 @gpu
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_mgm_shapes_match_torch_backend(dtype):
+def test_gpu_mgm_shapes_as_accurate_as_torch_backend(dtype):
+    # At MGM's shapes the gradients are sums of many cancelling terms (the HR map's gradient
+    # α (q̃ - mean q̃) + β (g - mean g) - γ (h - μ) reaches 2.5e4 and both fp32 backends are off by
+    # ~25 there; the key LayerNorm's bias has an exact gradient of 0 and both return rounding
+    # noise), so a tolerance between two backends says little. Every backend is measured against
+    # the float64 reference instead, and triton may err at most twice as much as the worse of
+    # "torch" and "reference" in the same dtype.
     lr, hr, projections = make_case(2, 24, 8, 1024, 2880, dtype=dtype, device="cuda")
-    got = outputs_and_grads("triton", lr, hr, projections)
-    want = outputs_and_grads("torch", lr, hr, projections)
-    tol = 1e-3 if dtype == torch.float32 else 2e-2
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=tol, atol=tol * (1 + w.abs().max().item()))
+    exact = outputs_and_grads("reference", *in_float64(lr, hr, projections))
+    errors = {}
+    for backend in ("reference", "torch", "triton"):
+        got = outputs_and_grads(backend, lr, hr, projections)
+        errors[backend] = [(g.double() - e).abs().max().item() for g, e in zip(got, exact)]
+    print(f"max abs error against float64, {dtype}: {errors}")  # shown with pytest -s
+    for i, e in enumerate(exact):
+        baseline = max(errors["reference"][i], errors["torch"][i])
+        bound = 2.0 * baseline + 1e-6 * (1.0 + e.abs().max().item())
+        assert errors["triton"][i] <= bound, f"[{i}] {errors['triton'][i]:.3g} > {bound:.3g}"
 
 
 @gpu

@@ -101,8 +101,12 @@ def fold_query(
     """
     scale = 1.0 / math.sqrt(key.linear.out_features)
     gamma, _ = key.affine(dtype)
+    weight = key.linear.weight
+    if _half_gemm(q, weight, dtype):  # (B, N, C_aux): W_kᵀ q
+        q_fold = _HalfMatmul.apply(q, weight)
+    else:
+        q_fold = q.to(dtype) @ weight.to(dtype)
     q = q.to(dtype)
-    q_fold = q @ key.linear.weight.to(dtype)  # (B, N, C_aux): W_kᵀ q
     factor = scale if gamma is None else gamma * scale
     if _needs_grad(q, key.linear.weight, key.norm.weight):
         q_fold = q_fold * factor
@@ -133,8 +137,89 @@ def unfold_values(
         x = x if beta is None else x.add_(beta)
     linear = value.linear
     bias = None if linear.bias is None else linear.bias.to(dtype)
-    out = torch.nn.functional.linear(x, linear.weight.to(dtype), bias)
+    if linear.weight.dtype == torch.bfloat16 and _half_gemm(linear.weight, linear.weight, dtype):
+        out = _SplitLinear.apply(x, linear.weight)
+        out = out if bias is None else out + bias
+    else:
+        out = torch.nn.functional.linear(x, linear.weight.to(dtype), bias)
     return out.to(linear.weight.dtype)
+
+
+# --- float32 GEMMs on half-precision tensor cores (CUDA) -----------------------------------------
+#
+# A product of two bfloat16 or float16 numbers is exact in float32, so cuBLAS's half-precision
+# GEMM with float32 accumulation and a float32 result (``aten::mm.dtype``) computes the same
+# quantity as the float32 GEMM of the up-cast operands, at tensor-core speed. A float32 operand is
+# split into two bfloat16 parts ``hi + lo`` (``x - hi - lo`` is below 2**-16 |x|) and multiplied
+# part by part. Backward passes stay in float32, as autograd of the up-cast operands would do.
+
+
+def _half_gemm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether ``a @ b`` in ``dtype`` may run on half-precision tensor cores."""
+    return (
+        dtype == torch.float32
+        and a.is_cuda
+        and a.dtype == b.dtype
+        and a.dtype in (torch.bfloat16, torch.float16)
+        and _has_mm_dtype()
+    )
+
+
+def _has_mm_dtype() -> bool:
+    return "dtype" in torch.ops.aten.mm.overloads()
+
+
+def _mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a (..., K) @ b (K, N)`` of half-precision operands, accumulated and returned in float32."""
+    out = torch.ops.aten.mm.dtype(a.reshape(-1, a.shape[-1]), b, torch.float32)
+    return out.view(*a.shape[:-1], b.shape[-1])
+
+
+class _HalfMatmul(torch.autograd.Function):
+    """``a.float() @ b.float()`` for half-precision ``a`` (..., K) and ``b`` (K, N), in float32."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return _mm_f32(a, b)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad = grad.float()
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = (grad @ b.float().T).to(a.dtype)
+        if ctx.needs_input_grad[1]:
+            flat = grad.reshape(-1, grad.shape[-1])
+            grad_b = (a.reshape(-1, a.shape[-1]).float().T @ flat).to(b.dtype)
+        return grad_a, grad_b
+
+
+class _SplitLinear(torch.autograd.Function):
+    """``x @ weight.float().T`` for float32 ``x`` (..., K) and a bfloat16 ``weight`` (N, K)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        hi = x.to(torch.bfloat16)
+        lo = (x - hi.float()).to(torch.bfloat16)
+        w_t = weight.T
+        return _mm_f32(hi, w_t).add_(_mm_f32(lo, w_t))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.float()
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad @ weight.float()
+        if ctx.needs_input_grad[1]:
+            flat = grad.reshape(-1, grad.shape[-1])
+            grad_w = (flat.T @ x.reshape(-1, x.shape[-1])).to(weight.dtype)
+        return grad_x, grad_w
 
 
 # --- pooling over HR windows, one HR row at a time ----------------------------------------------

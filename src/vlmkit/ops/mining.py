@@ -6,7 +6,8 @@
 - ``"reference"``: the literal MGM computation (every HR pixel projected to keys and values);
 - ``"torch"``: the exact folded shortcut in PyTorch (see :mod:`vlmkit.ops._folded`);
 - ``"triton"``: the folded shortcut with fused Triton kernels (:mod:`vlmkit.kernels.mining`);
-- ``"auto"``: ``"triton"`` for CUDA tensors when Triton is importable, ``"torch"`` otherwise.
+- ``"auto"``: ``"triton"`` for CUDA tensors when Triton is importable (and the HR map has at most
+  :data:`vlmkit.kernels.mining.MAX_CHANNELS` channels), ``"torch"`` otherwise.
 
 The folded backends need the key and value projections to be exactly
 ``nn.Sequential(nn.LayerNorm(C_aux), nn.Linear(C_aux, C))``; other modules use the reference path.
@@ -177,9 +178,12 @@ def patch_info_mining(
         q_fold, const = _folded.fold_query(q, key, dtype)  # (B, N, C_aux), (B, N)
         if resolved == "triton":
             try:
-                from vlmkit.kernels.mining import pool_windows_triton
+                from vlmkit.kernels.mining import MAX_CHANNELS, pool_windows_triton
             except ImportError as err:
                 raise RuntimeError(f"the 'triton' backend needs the triton package: {err}") from err
+            if c_aux > MAX_CHANNELS and backend == "auto":
+                resolved = "torch"  # wider than the kernels hold in registers
+        if resolved == "triton":
             pooled = pool_windows_triton(q_fold, const, hr, window, key.eps, value.eps)
         else:
             pooled = _folded.pool_windows(q_fold, const, hr, window, key.eps, value.eps)
