@@ -275,6 +275,15 @@ def test_auto_is_torch_on_cpu():
     assert resolve_backend("reference", torch.device("cpu")) == "reference"
 
 
+def test_auto_backend_leaves_maps_wider_than_the_kernels_to_torch():
+    from vlmkit.kernels.mining import MAX_CHANNELS
+
+    cuda = torch.device("cuda")  # resolution only: no tensor is made on it
+    assert resolve_backend("auto", cuda, torch.float32, MAX_CHANNELS) == "triton"
+    assert resolve_backend("auto", cuda, torch.float32, MAX_CHANNELS + 1) == "torch"
+    assert resolve_backend("triton", cuda, torch.float32, MAX_CHANNELS + 1) == "triton"
+
+
 # --- projections that do not fold fall back to the reference -------------------------------------
 
 

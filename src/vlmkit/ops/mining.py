@@ -114,13 +114,18 @@ def _check_inputs(
 
 
 def resolve_backend(
-    backend: str, device: torch.device, dtype: torch.dtype = torch.float32
+    backend: str,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    channels: int | None = None,
 ) -> str:
     """The backend ``backend`` runs as for tensors on ``device`` (``"auto"`` resolved).
 
     ``"auto"`` is ``"triton"`` for CUDA tensors when Triton is importable, except in float64
-    (the kernels accumulate in float32), and ``"torch"`` otherwise. Unknown names raise
-    ``ValueError`` listing the valid ones.
+    (the kernels accumulate in float32) and for HR maps of more than
+    :data:`vlmkit.kernels.mining.MAX_CHANNELS` ``channels`` (wider than the kernels hold in
+    registers), and ``"torch"`` otherwise. Unknown names raise ``ValueError`` listing the valid
+    ones.
     """
     if backend not in BACKENDS:
         raise ValueError(
@@ -129,7 +134,10 @@ def resolve_backend(
     if backend != "auto":
         return backend
     if device.type == "cuda" and dtype != torch.float64 and _triton_available():
-        return "triton"
+        from vlmkit.kernels.mining import MAX_CHANNELS
+
+        if channels is None or channels <= MAX_CHANNELS:
+            return "triton"
     return "torch"
 
 
@@ -159,7 +167,8 @@ def patch_info_mining(
     Raises:
         ValueError: for shapes that do not fit (naming the values) or an unknown backend.
     """
-    resolved = resolve_backend(backend, lr.device, _folded.compute_dtype(lr, hr))
+    channels = hr.shape[1] if hr.dim() == 4 else None  # bad shapes are named by _check_inputs
+    resolved = resolve_backend(backend, lr.device, _folded.compute_dtype(lr, hr), channels)
     _check_inputs(lr, hr, query_proj, key_proj, value_proj)
     if resolved == "reference":
         return mining_reference(lr, hr, query_proj, key_proj, value_proj)
@@ -178,12 +187,9 @@ def patch_info_mining(
         q_fold, const = _folded.fold_query(q, key, dtype)  # (B, N, C_aux), (B, N)
         if resolved == "triton":
             try:
-                from vlmkit.kernels.mining import MAX_CHANNELS, pool_windows_triton
+                from vlmkit.kernels.mining import pool_windows_triton
             except ImportError as err:
                 raise RuntimeError(f"the 'triton' backend needs the triton package: {err}") from err
-            if c_aux > MAX_CHANNELS and backend == "auto":
-                resolved = "torch"  # wider than the kernels hold in registers
-        if resolved == "triton":
             pooled = pool_windows_triton(q_fold, const, hr, window, key.eps, value.eps)
         else:
             pooled = _folded.pool_windows(q_fold, const, hr, window, key.eps, value.eps)
