@@ -10,11 +10,12 @@ from click.testing import CliRunner
 
 from vlmkit.bench import finedetail as fd
 from vlmkit.bench._finedetail_data import TaskSpec, generate
+from vlmkit.bench._finedetail_llm import pretrain_llm
 from vlmkit.cli import cli
 
 TINY = dict(
     train_images=6, val_images=3, test_images=3, tower_layers=2, tower_width=16, llm_width=32,
-    stage0_steps=2, stage0_batch=2, stage1_steps=1, stage2_steps=2, batch=2,
+    stage0_steps=2, stage0_batch=2, llm_stage0_steps=2, stage1_steps=1, stage2_steps=2, batch=2,
 )  # fmt: skip
 
 
@@ -69,6 +70,27 @@ def test_token_counts_of_the_three_compositions():
     assert tokens["mgm"] * 4 <= tokens["hr_tokens"]
     assert configs["mgm"]["miner"]["name"] == "patch_info_mining"
     assert configs["lr_only"]["lr_encoder"] == configs["mgm"]["lr_encoder"]
+
+
+def test_llm_stage0_learns_symbolic_boards_and_changes_only_the_llm():
+    s = fd.Settings(**TINY)
+    data = generate(s.task, 0, {"train": 8})
+    model = vlmkit.build(fd.compositions(s)["lr_only"])
+    hr = fd.hr_pixels(data["train"], s.task.image_size)
+    train = fd.items(model, data["train"], fd.model_pixels(model, hr))
+    targets = fd.cell_targets(data["train"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = []
+    pretrain_llm(model, train, targets, steps=60, batch=4, lr=5e-3, seed=0,
+                 progress=lambda step, loss: losses.append(loss))  # fmt: skip
+    assert len(losses) == 60 and sum(losses[-10:]) < 0.5 * sum(losses[:10])
+    after = model.state_dict()
+    assert set(after) == set(before)  # the symbol tables are not part of the model
+    changed = {k for k, v in after.items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("llm.") for k in changed)
+    assert not any(p.requires_grad for p in model.llm.parameters())
+    with pytest.raises(ValueError, match=r"targets must be \(8, 64, 3\)"):
+        pretrain_llm(model, train, targets[:, :10], steps=1, batch=2, lr=1e-3, seed=0)
 
 
 def test_answer_spans_follow_the_visual_tokens():

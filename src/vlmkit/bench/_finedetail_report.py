@@ -80,8 +80,11 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "**The vision towers are trained here** (stage 0): no pretrained towers exist offline. "
         f"Each tower gets the same {s['stage0_steps']} steps x {s['stage0_batch']} images of "
-        "per-cell glyph/colour/frame classification, counted in its model's train time; then "
-        f"stage 1 ({s['stage1_steps']} steps, miner + projector) and stage 2 "
+        "per-cell glyph/colour/frame classification, counted in its model's train time. "
+        "**So is the LLM**: one LLM, copied into all three models, first learns the "
+        f"conversations with each image given as symbols ({s['llm_stage0_steps']} steps: cell "
+        "tokens = sum of learned glyph, colour and frame embeddings). Then "
+        f"stage 1 ({s['stage1_steps']} steps, miner + projector, LLM frozen) and stage 2 "
         f"({s['stage2_steps']} steps, + LLM), batch {s['batch']}, the same for all three models.",
         "",
         "| model | fine acc | coarse acc | visual tokens | train s (wall / CPU) | infer ms/image |",

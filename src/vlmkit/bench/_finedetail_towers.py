@@ -19,8 +19,19 @@ from torch import nn
 
 from vlmkit.bench._finedetail_data import COLOURS, FRAMES, GLYPHS
 
-CLASSES = (len(GLYPHS), len(COLOURS), len(FRAMES) + 1)  # glyph, colour, frame (0 = none)
 from vlmkit.miners._layout import as_map
+
+CLASSES = (len(GLYPHS), len(COLOURS), len(FRAMES) + 1)  # glyph, colour, frame (0 = none)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over the first 5% of ``steps``, then cosine decay to 0 (both stage 0s)."""
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (s + 1) / warmup if s < warmup
+        else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))),
+    )
 
 
 def cell_features(features: torch.Tensor, grid: int) -> torch.Tensor:
@@ -62,12 +73,7 @@ def pretrain_tower(
     head = nn.Linear(encoder.info.width, sum(CLASSES))
     params = [p for p in encoder.parameters()] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (s + 1) / warmup if s < warmup
-        else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))),
-    )
+    schedule = warmup_cosine(optimizer, steps)
     wall, cpu = time.perf_counter(), time.process_time()
     loss_value = float("nan")
     for step in range(steps):

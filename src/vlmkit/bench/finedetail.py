@@ -12,9 +12,11 @@ the registry, trained with the same budget and evaluated on an unseen test split
 - ``mgm``: the LR ViT + an HR ConvNeXt (``timm``, a tiny ConvNeXt) + ``patch_info_mining`` (64
   tokens).
 
-No pretrained towers exist offline, so a disclosed **stage 0** pretrains every tower on the
-generated images (:mod:`vlmkit.bench._finedetail_towers`; same objective and budget per tower,
-counted in the train time), then MGM's stage 1 (miner + projector) and stage 2 (+ LLM) follow
+No pretrained towers or LLM exist offline, so a disclosed **stage 0** pretrains every tower on the
+generated images (:mod:`vlmkit.bench._finedetail_towers`; same objective and budget per tower)
+and the LLM on the conversations with each image given as symbols
+(:mod:`vlmkit.bench._finedetail_llm`; one LLM, copied into all three), counted in the train
+time; then MGM's stage 1 (miner + projector) and stage 2 (+ LLM) follow
 (:mod:`vlmkit.bench._finedetail_fit`), with the frozen towers' outputs computed once per image
 (:mod:`vlmkit.train.feature_cache`). The questions ask about framed cells (visible at both
 sizes), so the tiny, untrained LLM need not learn to map "row r, column c" to a token (the
@@ -71,9 +73,11 @@ class Settings:
     stage0_steps: int = 150
     stage0_batch: int = 16
     stage0_lr: float = 8e-3
-    stage1_steps: int = 30
-    stage1_lr: float = 1e-3
-    stage2_steps: int = 400
+    llm_stage0_steps: int = 800  # the LLM on symbolic boards (:mod:`._finedetail_llm`)
+    llm_stage0_lr: float = 2e-3
+    stage1_steps: int = 800
+    stage1_lr: float = 2e-3
+    stage2_steps: int = 200
     stage2_lr: float = 2e-3
     miner_lr_multiplier: float = 1.0  # on the miner's learning rate in stages 1 and 2
     batch: int = 16
@@ -88,7 +92,7 @@ def settings(quick: bool = False, seed: int = 0) -> Settings:
         return Settings(seed=seed)
     return Settings(
         seed=seed, train_images=512, val_images=32, test_images=64, stage0_steps=100,
-        stage1_steps=10, stage2_steps=120,
+        stage1_steps=200, stage2_steps=100,
     )  # fmt: skip
 
 
@@ -315,6 +319,19 @@ def _stage0(encoder: Any, pixels: torch.Tensor, val_pixels: torch.Tensor, s: Set
     return {**result, "val_glyph_acc": glyph, "val_colour_acc": colour, "val_frame_acc": frame}
 
 
+def _llm_stage0(model: Any, records: list[dict[str, Any]], hr: torch.Tensor,
+                targets: torch.Tensor, s: Settings, show: bool) -> dict[str, Any]:  # fmt: skip
+    from vlmkit.bench._finedetail_llm import pretrain_llm
+
+    train = items(model, records, model_pixels(model, hr))
+    with _bar(s.llm_stage0_steps, "stage 0 llm", show) as bar:
+        return pretrain_llm(
+            model, train, targets, steps=s.llm_stage0_steps, batch=s.batch, lr=s.llm_stage0_lr,
+            seed=s.seed,
+            progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
+        )  # fmt: skip
+
+
 def run(s: Settings | None = None, *, progress: bool = True,
         log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
     """Generate the data, pretrain the towers (stage 0), train the three compositions (stages 1
@@ -351,6 +368,12 @@ def run(s: Settings | None = None, *, progress: bool = True,
         log(f"stage 0 {key}: {towers[key]['wall_s']:.1f}s, val per-cell glyph acc "
             f"{towers[key]['val_glyph_acc']:.1%}, colour {towers[key]['val_colour_acc']:.1%}")
     models["mgm"].lr_encoder.load_state_dict(lr_tower.state_dict())
+    # Stage 0 of the LLM, once (on LR-only's 64-token layout); every model starts from it.
+    llm0 = _llm_stage0(models["lr_only"], data["train"], hr["train"], targets["train"], s,
+                       progress)  # fmt: skip
+    log(f"stage 0 llm (symbolic boards): {llm0['wall_s']:.1f}s, final loss {llm0['loss']:.3f}")
+    for name in ("hr_tokens", "mgm"):
+        models[name].llm.load_state_dict(models["lr_only"].llm.state_dict())
     tower_of = {"lr_only": ["lr_vit"], "hr_tokens": ["hr_vit"], "mgm": ["lr_vit", "hr_convnext"]}
 
     results: dict[str, dict[str, Any]] = {}
@@ -368,8 +391,8 @@ def run(s: Settings | None = None, *, progress: bool = True,
                                     seed=s.seed, progress=progress,
                                     lr_multipliers={"miner": s.miner_lr_multiplier})  # fmt: skip
         scores = evaluate(model, data["test"], test, s.batch)
-        stage0_wall = sum(towers[t]["wall_s"] for t in tower_of[name])
-        stage0_cpu = sum(towers[t]["cpu_s"] for t in tower_of[name])
+        stage0_wall = llm0["wall_s"] + sum(towers[t]["wall_s"] for t in tower_of[name])
+        stage0_cpu = llm0["cpu_s"] + sum(towers[t]["cpu_s"] for t in tower_of[name])
         results[name] = {
             "fine_acc": scores["fine_acc"],
             "coarse_acc": scores["coarse_acc"],
@@ -394,6 +417,7 @@ def run(s: Settings | None = None, *, progress: bool = True,
         "seed": s.seed,
         "settings": s.to_dict(),
         "towers": towers,
+        "llm_stage0": llm0,
         "example": example,
         "example_image": example_record["image"],
         "machine": _machine(),
@@ -440,10 +464,12 @@ def _main(quick: bool, seed: int, json_path: str | None, out: str, progress: boo
     click.echo(
         "vlmkit fine-detail benchmark: can a VLM read glyphs legible only at high resolution "
         "without more visual tokens (Mini-Gemini's claim)?\n"
-        "No pretrained towers exist offline, so every vision tower is pretrained here first "
-        "(stage 0: per-cell glyph/colour/frame classification on the generated images, same "
-        "budget per tower, counted in the train time); then MGM's stage 1 (miner + projector) "
-        "and stage 2 (+ LLM), the same budget for all three models."
+        "No pretrained towers or LLM exist offline, so they are pretrained here first (stage 0, "
+        "counted in the train time): every vision tower on per-cell glyph/colour/frame "
+        "classification of the generated images (same budget per tower), the LLM on the "
+        "conversations with each image given as symbols (one LLM for all three models); then "
+        "MGM's stage 1 (miner + projector, LLM frozen) and stage 2 (+ LLM), the same budget "
+        "for all three models."
     )
     report = run(s, progress=progress, log=click.echo)
     click.echo("")
