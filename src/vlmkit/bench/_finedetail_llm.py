@@ -11,14 +11,13 @@ The symbol tables are thrown away; all three compositions start from this one LL
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from vlmkit._splice import splice_visual_tokens
-from vlmkit.bench._finedetail_towers import CLASSES, warmup_cosine
+from vlmkit.bench._finedetail_towers import CLASSES, adamw_steps
 from vlmkit.data.collate import Collator
 
 
@@ -44,20 +43,16 @@ def pretrain_llm(
             f"targets must be ({len(items)}, {model.num_visual_tokens}, 3) for {len(items)} items "
             f"and {model.num_visual_tokens} visual tokens, got {tuple(targets.shape)}"
         )
-    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     llm = model.llm
     width = llm.model.get_input_embeddings().weight.shape[1]
     tables = nn.ModuleList(nn.Embedding(n, width) for n in CLASSES)
     llm.requires_grad_(True)
     llm.train()
-    params = list(llm.parameters()) + list(tables.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = warmup_cosine(optimizer, steps)
     collate = Collator(llm.tokenizer.pad_token_id)
 
-    def loss_of(index: list[int]) -> torch.Tensor:
-        inputs = collate([items[i] for i in index])
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
+        inputs = collate([items[i] for i in index.tolist()])
         visual = sum(table(targets[index][..., k]) for k, table in enumerate(tables))
         spliced = splice_visual_tokens(
             inputs["input_ids"], inputs["attention_mask"], inputs["labels"], visual,
@@ -65,20 +60,9 @@ def pretrain_llm(
         )  # fmt: skip
         return llm.model(**spliced).loss
 
-    wall, cpu = time.perf_counter(), time.process_time()
-    loss_value = float("nan")
-    for step in range(steps):
-        index = torch.randint(0, len(items), (batch,), generator=generator).tolist()
-        loss = loss_of(index)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
-        loss_value = loss.item()
-        if progress is not None:
-            progress(step + 1, loss_value)
+    params = list(llm.parameters()) + list(tables.parameters())
+    result = adamw_steps(loss_of, params, n=len(items), steps=steps, batch=batch, lr=lr,
+                         seed=seed, weight_decay=0.0, max_grad_norm=1.0, progress=progress)  # fmt: skip
     llm.requires_grad_(False)
     llm.eval()
-    return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-            "loss": loss_value}  # fmt: skip
+    return result

@@ -34,6 +34,42 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.l
     )
 
 
+def adamw_steps(
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    params: list[nn.Parameter],
+    *,
+    n: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    weight_decay: float = 0.01,
+    max_grad_norm: float | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict[str, float]:
+    """The stage-0 loop: ``steps`` AdamW steps (:func:`warmup_cosine`) on ``loss_of(index)``,
+    ``index`` being ``batch`` sample indices in ``range(n)`` drawn from a generator seeded with
+    ``seed``. Returns ``{"wall_s", "cpu_s", "loss"}`` (the last step's loss)."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    schedule = warmup_cosine(optimizer, steps)
+    wall, cpu = time.perf_counter(), time.process_time()
+    loss_value = float("nan")
+    for step in range(steps):
+        loss = loss_of(torch.randint(0, n, (batch,), generator=generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        loss_value = loss.item()
+        if progress is not None:
+            progress(step + 1, loss_value)
+    return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+            "loss": loss_value}  # fmt: skip
+
+
 def cell_features(features: torch.Tensor, grid: int) -> torch.Tensor:
     """Encoder output (tokens ``(B, T, C)`` or map ``(B, C, h, w)``) -> cells ``(B, grid*grid, C)``.
 
@@ -65,38 +101,27 @@ def pretrain_tower(
     ``(N, grid*grid, 3)`` (glyph, colour, frame) in raster order.
     Returns ``{"wall_s", "cpu_s", "loss", "head"}``.
     """
-    generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     encoder.frozen = False
     encoder.requires_grad_(True)
     encoder.train()
     head = nn.Linear(encoder.info.width, sum(CLASSES))
-    params = [p for p in encoder.parameters()] + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    schedule = warmup_cosine(optimizer, steps)
-    wall, cpu = time.perf_counter(), time.process_time()
-    loss_value = float("nan")
-    for step in range(steps):
-        index = torch.randint(0, pixels.shape[0], (batch,), generator=generator)
+
+    def loss_of(index: torch.Tensor) -> torch.Tensor:
         logits = head(cell_features(encoder(pixels[index]), grid))
-        loss = sum(
+        return sum(
             F.cross_entropy(part.flatten(0, 1), targets[index][..., k].flatten())
             for k, part in enumerate(logits.split(CLASSES, dim=-1))
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        loss_value = loss.item()
-        if progress is not None:
-            progress(step + 1, loss_value)
+
+    params = list(encoder.parameters()) + list(head.parameters())
+    result = adamw_steps(loss_of, params, n=pixels.shape[0], steps=steps, batch=batch, lr=lr,
+                         seed=seed, progress=progress)  # fmt: skip
     encoder.requires_grad_(False)
     encoder.frozen = True
     encoder.eval()
     return {
-        "wall_s": time.perf_counter() - wall,
-        "cpu_s": time.process_time() - cpu,
-        "loss": loss_value,
+        **result,
         "head": head,  # only for probing: the head is not part of the tower
     }
 
