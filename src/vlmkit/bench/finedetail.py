@@ -19,7 +19,7 @@ and the LLM on the conversations with each image given as symbols
 time; then MGM's stage 1 (miner + projector) and stage 2 (+ LLM) follow
 (:mod:`vlmkit.bench._finedetail_fit`), with the frozen towers' outputs computed once per image
 (:mod:`vlmkit.train.feature_cache`). The questions ask about framed cells (visible at both
-sizes), so the tiny, untrained LLM need not learn to map "row r, column c" to a token (the
+sizes), so the tiny LLM need not learn to map "row r, column c" to a token (the
 projectors' ``pos_embed_grid`` option is the general tool for that). Accuracy is exact match of
 each answer, all of an image's questions answered in one teacher-forced pass with the true
 earlier answers in the history (what greedy decoding of each answer would produce given that
@@ -68,7 +68,7 @@ class Settings:
     llm_layers: int = 2
     # The LLM's weight init std (HF's default 0.02 is sized for widths in the thousands): at width
     # 64 with 0.02 it sat at chance on a 16-way readout of a glyph handed to it for ~1,000 steps;
-    # with 0.06 it learned it in 400 (docs/benchmarks.md, "Where it breaks").
+    # with 0.06 it learned it in 400 (docs/benchmarks.md, "Third session").
     llm_init: float = 0.06
     stage0_steps: int = 150
     stage0_batch: int = 16
@@ -334,8 +334,8 @@ def _llm_stage0(model: Any, records: list[dict[str, Any]], hr: torch.Tensor,
 
 def run(s: Settings | None = None, *, progress: bool = True,
         log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
-    """Generate the data, pretrain the towers (stage 0), train the three compositions (stages 1
-    and 2, same budget) and evaluate them on the test split.
+    """Generate the data, pretrain the towers and the LLM (stage 0), train the three compositions
+    (stages 1 and 2, same budget) and evaluate them on the test split.
 
     Returns ``{"models": {name: {"fine_acc", "coarse_acc", "visual_tokens", "train_s",
     "infer_s_per_image", ...}}, "seed", "settings", "towers", "example", "machine", "total_s"}``;
