@@ -5,6 +5,7 @@ here, so each tower is pretrained on the task's own images with one objective, t
 tower: max-pool its features over each cell of the board and classify the cell's glyph, colour and
 frame (none, white, black) with a linear head (cross-entropy, summed). Same steps, batch and
 learning rate for every tower; the head is thrown away and the tower is frozen for stages 1 and 2.
+The optimiser loop (:func:`adamw_steps`) also serves the LLM's stage 0 (:mod:`._finedetail_llm`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlmkit.bench._finedetail_data import COLOURS, FRAMES, GLYPHS
-
 from vlmkit.miners._layout import as_map
 
 CLASSES = (len(GLYPHS), len(COLOURS), len(FRAMES) + 1)  # glyph, colour, frame (0 = none)

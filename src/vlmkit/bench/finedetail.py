@@ -319,11 +319,10 @@ def _stage0(encoder: Any, pixels: torch.Tensor, val_pixels: torch.Tensor, s: Set
     return {**result, "val_glyph_acc": glyph, "val_colour_acc": colour, "val_frame_acc": frame}
 
 
-def _llm_stage0(model: Any, records: list[dict[str, Any]], hr: torch.Tensor,
-                targets: torch.Tensor, s: Settings, show: bool) -> dict[str, Any]:  # fmt: skip
+def _llm_stage0(model: Any, train: list[dict[str, Any]], targets: torch.Tensor, s: Settings,
+                show: bool) -> dict[str, Any]:  # fmt: skip
     from vlmkit.bench._finedetail_llm import pretrain_llm
 
-    train = items(model, records, model_pixels(model, hr))
     with _bar(s.llm_stage0_steps, "stage 0 llm", show) as bar:
         return pretrain_llm(
             model, train, targets, steps=s.llm_stage0_steps, batch=s.batch, lr=s.llm_stage0_lr,
@@ -369,8 +368,9 @@ def run(s: Settings | None = None, *, progress: bool = True,
             f"{towers[key]['val_glyph_acc']:.1%}, colour {towers[key]['val_colour_acc']:.1%}")
     models["mgm"].lr_encoder.load_state_dict(lr_tower.state_dict())
     # Stage 0 of the LLM, once (on LR-only's 64-token layout); every model starts from it.
-    llm0 = _llm_stage0(models["lr_only"], data["train"], hr["train"], targets["train"], s,
-                       progress)  # fmt: skip
+    train_items = {"lr_only": items(models["lr_only"], data["train"],
+                                    model_pixels(models["lr_only"], hr["train"]))}  # fmt: skip
+    llm0 = _llm_stage0(models["lr_only"], train_items["lr_only"], targets["train"], s, progress)
     log(f"stage 0 llm (symbolic boards): {llm0['wall_s']:.1f}s, final loss {llm0['loss']:.3f}")
     for name in ("hr_tokens", "mgm"):
         models[name].llm.load_state_dict(models["lr_only"].llm.state_dict())
@@ -381,7 +381,8 @@ def run(s: Settings | None = None, *, progress: bool = True,
     example: dict[str, Any] = {"id": example_record["id"], "answers": {}}
     for name in MODELS:
         model = models[name]
-        train = items(model, data["train"], model_pixels(model, hr["train"]))
+        train = train_items.pop(name, None) or items(model, data["train"],
+                                                    model_pixels(model, hr["train"]))  # fmt: skip
         test = items(model, data["test"], model_pixels(model, hr["test"]))
         stages = {}
         with cache_frozen_towers(model):  # the towers are frozen: each image's features once
