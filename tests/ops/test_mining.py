@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from vlmkit.ops import patch_info_mining
+from vlmkit.ops import _folded
 from vlmkit.ops._folded import as_folded, pool_windows
 from vlmkit.ops.mining import hr_windows, resolve_backend
 
@@ -185,29 +187,42 @@ def test_reference_residual_adds_raw_lr_and_means_over_a_size_one_dim():
 
 # --- the folded "torch" backend against the reference --------------------------------------------
 
+# The torch backend pools small maps in one batched pass and large ones row by row; every test
+# of it runs both paths, forced through the size threshold.
+PATHS = {"batched": 1 << 62, "rows": -1}
 
+
+def pooling(path: str):
+    return mock.patch.object(_folded, "BATCHED_MAX_ELEMENTS", PATHS[path])
+
+
+
+@pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=100, deadline=None)
 @given(case=cases())
-def test_torch_backend_matches_reference_float64(case):
+def test_torch_backend_matches_reference_float64(path, case):
     lr, hr, projections = build(case, torch.float64)
-    got = outputs_and_grads("torch", lr, hr, projections)
+    with pooling(path):
+        got = outputs_and_grads("torch", lr, hr, projections)
     want = outputs_and_grads("reference", lr, hr, projections)
     assert_all_close(got, want, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=100, deadline=None)
 @given(case=cases())
-def test_torch_backend_float32_is_as_accurate_as_the_reference(case):
+def test_torch_backend_float32_is_as_accurate_as_the_reference(path, case):
     # Float32 round-off differs between the two orders of computation, so both are measured
     # against the float64 reference: the folded one may not be less accurate.
     lr, hr, projections = build(case, torch.float32)
     exact = outputs_and_grads("reference", *in_float64(lr, hr, projections))
     want = outputs_and_grads("reference", lr, hr, projections)
-    got = outputs_and_grads("torch", lr, hr, projections)
+    with pooling(path):
+        got = outputs_and_grads("torch", lr, hr, projections)
     assert_as_accurate(got, want, exact)
 
 
-def assert_as_accurate_over_draws(dtype, autocast=None, draws=8, factor=1.5, atol=1e-3):
+def assert_as_accurate_over_draws(dtype, path, autocast=None, draws=8, factor=1.5, atol=1e-3):
     """The folded backend is as accurate as the reference (both against float64), errors summed
     over several draws: in bfloat16/float16 a single draw's error depends on the summation order,
     and so on the thread count."""
@@ -217,7 +232,8 @@ def assert_as_accurate_over_draws(dtype, autocast=None, draws=8, factor=1.5, ato
         exact = outputs_and_grads("reference", *in_float64(lr, hr, projections))
         with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
             want = outputs_and_grads("reference", lr, hr, projections)
-            got = outputs_and_grads("torch", lr, hr, projections)
+            with pooling(path):
+                got = outputs_and_grads("torch", lr, hr, projections)
         assert [g.dtype for g in got] == [w.dtype for w in want]
         errors_got += torch.tensor([(g.double() - e).abs().max() for g, e in zip(got, exact)])
         errors_ref += torch.tensor([(w.double() - e).abs().max() for w, e in zip(want, exact)])
@@ -230,44 +246,66 @@ def assert_as_accurate_over_draws(dtype, autocast=None, draws=8, factor=1.5, ato
     )
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_torch_backend_low_precision_is_as_accurate_as_the_reference(dtype):
-    assert_as_accurate_over_draws(dtype)
+def test_torch_backend_low_precision_is_as_accurate_as_the_reference(dtype, path):
+    assert_as_accurate_over_draws(dtype, path)
 
 
-def test_torch_backend_under_bf16_autocast_is_as_accurate_as_the_reference():
+@pytest.mark.parametrize("path", PATHS)
+def test_torch_backend_under_bf16_autocast_is_as_accurate_as_the_reference(path):
     # Training runs the vision side under autocast; the folded backend keeps its own float32
     # accumulation there (it used to fail on mixed dtypes) and must match the reference's accuracy.
-    assert_as_accurate_over_draws(torch.float32, autocast=torch.bfloat16)
+    assert_as_accurate_over_draws(torch.float32, path, autocast=torch.bfloat16)
 
 
-def test_constant_pixels_give_uniform_attention():
+@pytest.mark.parametrize("path", PATHS)
+def test_constant_pixels_give_uniform_attention(path):
     # Zero variance: every normalised vector is 0, scores are equal, attention is uniform.
     lr, hr, projections = build(cases_default, torch.float64)
     hr = torch.ones_like(hr) * 3.0
-    got = outputs_and_grads("torch", lr, hr, projections)
+    with pooling(path):
+        got = outputs_and_grads("torch", lr, hr, projections)
     want = outputs_and_grads("reference", lr, hr, projections)
     assert_all_close(got, want, rtol=1e-9, atol=1e-9)
 
 
-def test_pool_windows_gradcheck():
+@pytest.mark.parametrize("path", PATHS)
+def test_pool_windows_gradcheck(path):
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(2, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
     const = torch.randn(2, 4, generator=gen, dtype=torch.float64, requires_grad=True)
     hr = torch.randn(2, 5, 6, 6, generator=gen, dtype=torch.float64, requires_grad=True)
     pool = lambda a, b, c: pool_windows(a, b, c, 3, 1e-5, 0.1)  # noqa: E731
-    assert torch.autograd.gradcheck(pool, (q, const, hr))
+    with pooling(path):
+        assert torch.autograd.gradcheck(pool, (q, const, hr))
 
 
-def test_hr_without_grad_and_noncontiguous_views():
+@pytest.mark.parametrize("path", PATHS)
+def test_hr_without_grad_and_noncontiguous_views(path):
     lr, hr, projections = build(dict(cases_default, side=3, window=3), torch.float64)
     wide = torch.cat([hr, hr], dim=1)[:, ::2]  # strided channels
     with torch.no_grad():
         want = patch_info_mining(lr, wide.contiguous(), *projections, backend="reference")
-    got = patch_info_mining(lr.requires_grad_(True), wide, *projections, backend="torch")
+    with pooling(path):
+        got = patch_info_mining(lr.requires_grad_(True), wide, *projections, backend="torch")
     torch.testing.assert_close(got.detach(), want, rtol=1e-10, atol=1e-10)
     got.sum().backward()
     assert lr.grad is not None
+
+
+def test_pool_windows_takes_the_batched_path_up_to_the_threshold():
+    gen = torch.Generator().manual_seed(0)
+    q, const = torch.randn(1, 4, 3, generator=gen), torch.randn(1, 4, generator=gen)
+    hr = torch.randn(1, 3, 4, 4, generator=gen)  # 48 elements
+    batched = mock.Mock(wraps=_folded.pool_windows_batched)
+    with mock.patch.object(_folded, "pool_windows_batched", batched):
+        with mock.patch.object(_folded, "BATCHED_MAX_ELEMENTS", hr.numel()):
+            small = pool_windows(q, const, hr, 2, 1e-5, 1e-5)
+        with mock.patch.object(_folded, "BATCHED_MAX_ELEMENTS", hr.numel() - 1):
+            large = pool_windows(q, const, hr, 2, 1e-5, 1e-5)
+    assert batched.call_count == 1
+    torch.testing.assert_close(small, large)
 
 
 def test_auto_is_torch_on_cpu():

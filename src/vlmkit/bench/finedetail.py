@@ -76,10 +76,12 @@ class Settings:
     llm_stage0_steps: int = 800  # the LLM on symbolic boards (:mod:`._finedetail_llm`)
     llm_stage0_lr: float = 2e-3
     stage1_steps: int = 800
-    stage1_lr: float = 2e-3
-    stage2_steps: int = 200
+    stage1_lr: float = 5e-3
+    stage2_steps: int = 400
     stage2_lr: float = 2e-3
-    miner_lr_multiplier: float = 1.0  # on the miner's learning rate in stages 1 and 2
+    # On the miner's learning rate in stages 1 and 2: its attention has to sharpen from uniform
+    # (docs/benchmarks.md, "Fourth session": x3 and stage-1 lr 5e-3 each add ~6 points).
+    miner_lr_multiplier: float = 3.0
     batch: int = 16
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,9 +168,7 @@ def compositions(s: Settings) -> dict[str, dict[str, Any]]:
             "description": "Mini-Gemini: LR ViT + HR ConvNeXt, patch info mining, LR tokens",
             "lr_encoder": _vit(s, s.lr_size, 8),
             "hr_encoder": _convnext(s),
-            # MGM's literal computation: at this size (64 tokens, 112 x 64 x 64 map) it is ~1.7x
-            # faster on a CPU than the memory-saving folded form "auto" picks there.
-            "miner": {"name": "patch_info_mining", "backend": "reference"},
+            "miner": {"name": "patch_info_mining"},  # backend "auto"
             "projector": {"name": "mlp2x_gelu"},
             **common,
         },

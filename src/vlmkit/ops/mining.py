@@ -22,19 +22,10 @@ import torch
 from torch import nn
 
 from vlmkit.ops import _folded
+from vlmkit.ops._folded import hr_windows
 
 BACKENDS: tuple[str, ...] = ("auto", "reference", "torch", "triton")
-
-
-def hr_windows(hr: torch.Tensor, side: int) -> torch.Tensor:
-    """MGM's window layout: ``hr`` (B, C_aux, H, W) -> (B, side*side, M*M, C_aux), ``M = H / side``.
-
-    Windows and the pixels inside each window are in raster (row-major) order.
-    """
-    b, c_aux, h, w = hr.shape
-    window = h // side
-    x = hr.permute(0, 2, 3, 1).reshape(b, side, window, side, window, c_aux)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, side * side, window * window, c_aux)
+__all__ = ["BACKENDS", "hr_windows", "mining_reference", "patch_info_mining", "resolve_backend"]
 
 
 def mining_reference(
