@@ -308,6 +308,17 @@ def test_pool_windows_takes_the_batched_path_up_to_the_threshold():
     torch.testing.assert_close(small, large)
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_pooling_an_image_does_not_depend_on_its_batch(path):
+    gen = torch.Generator().manual_seed(0)
+    q, const = torch.randn(3, 16, 24, generator=gen), torch.randn(3, 16, generator=gen)
+    hr = torch.randn(3, 24, 32, 32, generator=gen)
+    with pooling(path):
+        batch = pool_windows(q, const, hr, 8, 1e-5, 1e-5)
+        alone = pool_windows(q[1:2], const[1:2], hr[1:2], 8, 1e-5, 1e-5)
+    assert torch.equal(batch[1:2], alone)
+
+
 def test_auto_is_torch_on_cpu():
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     assert resolve_backend("reference", torch.device("cpu")) == "reference"

@@ -404,7 +404,8 @@ def pool_windows_batched(
 ) -> torch.Tensor:
     """:func:`pool_windows` for all windows at once, differentiated by autograd.
 
-    Same arguments and result; memory: a few (B, N, M*M, C_aux) tensors in ``q_fold``'s dtype.
+    Same arguments and result, each image's independent of the rest of the batch; memory: a few
+    (B, N, M*M, C_aux) tensors in ``q_fold``'s dtype.
     The centred HR vectors and their variances carry no graph unless ``hr`` requires a gradient.
     """
     side = math.isqrt(q_fold.shape[1])
@@ -412,9 +413,11 @@ def pool_windows_batched(
         pixels = hr_windows(hr.to(q_fold.dtype), side)  # (B, N, M*M, C_aux), a copy
         centred = pixels - pixels.mean(-1, keepdim=True)
         var = centred.square().mean(-1)  # (B, N, M*M): LayerNorm's biased variance
-    scores = torch.einsum("bnpc,bnc->bnp", centred, q_fold) * torch.rsqrt(var + eps_key)
+    # Products and sums rather than batched GEMVs: each image's result is then the same whatever
+    # the batch around it (a GEMV's blocking, and so its round-off, varies with the batch size).
+    scores = (centred * q_fold[:, :, None]).sum(-1) * torch.rsqrt(var + eps_key)
     att = _scores(scores, const[..., None]).softmax(-1)
-    return torch.einsum("bnp,bnpc->bnc", att * torch.rsqrt(var + eps_value), centred)
+    return ((att * torch.rsqrt(var + eps_value))[..., None] * centred).sum(2)
 
 
 def pool_windows(
