@@ -9,7 +9,8 @@ With ``k_i = W_k LN_k(h_i) + b_k`` and ``v_i = W_v LN_v(h_i) + b_v`` (``LN(h) = 
 
 So the query is projected once per LR token into HR-channel space and the *normalised* HR vectors
 are pooled before one value projection per token. This module holds the folding (which modules
-qualify, ``q -> (q̃, c)``, ``p -> mined``) and the PyTorch pooling over windows.
+qualify, ``q -> (q̃, c)``, ``p -> mined``), MGM's window layout (:func:`hr_windows`) and the
+PyTorch pooling over windows: row by row for large maps, all windows at once for small ones.
 """
 
 from __future__ import annotations
