@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from vlmkit._splice import splice_visual_tokens
+from vlmkit.bench._finedetail_fit import collator
 from vlmkit.bench._finedetail_towers import CLASSES, adamw_steps
-from vlmkit.data.collate import Collator
 
 
 def pretrain_llm(
@@ -49,7 +49,7 @@ def pretrain_llm(
     tables = nn.ModuleList(nn.Embedding(n, width) for n in CLASSES)
     llm.requires_grad_(True)
     llm.train()
-    collate = Collator(llm.tokenizer.pad_token_id)
+    collate = collator(model)
 
     def loss_of(index: torch.Tensor) -> torch.Tensor:
         inputs = collate([items[i] for i in index.tolist()])
