@@ -48,6 +48,37 @@ def test_conversation_is_one_multiturn_llava_record_with_true_answers():
     assert record["image"].size == (256, 256)
 
 
+def test_caption_reads_every_glyph_in_raster_order():
+    record = generate(TaskSpec(grid=4, image_size=128), seed=1, sizes={"train": 1})["train"][0]
+    prompt, answer = record["caption"]
+    assert (prompt["from"], answer["from"]) == ("human", "gpt")
+    assert prompt["value"].startswith("<image>\n") and prompt["value"].count("<image>") == 1
+    glyphs = record["board"].glyphs
+    assert len(answer["value"]) == 16
+    assert [answer["value"][4 * r + c] for r in range(4) for c in range(4)] == [
+        glyphs[r][c] for r in range(4) for c in range(4)
+    ]
+
+
+def test_read_accuracy_counts_caption_characters(monkeypatch):
+    s = fd.Settings(**TINY)
+    data = generate(s.task, 0, {"test": 2})
+    model = vlmkit.build(fd.compositions(s)["lr_only"])
+    captions = fd.items(model, data["test"], fd.model_pixels(model, fd.hr_pixels(data["test"], 256)),
+                        key="caption")  # fmt: skip
+    shift = model.num_visual_tokens - 1
+    spans = [fd._answer_spans(item["input_ids"], item["labels"], shift) for item in captions]
+    length = max(pos for item_spans in spans for pos, _ in item_spans[0]) + 1
+    predicted = torch.zeros(2, length, dtype=torch.long)
+    for b, (span,) in enumerate(spans):
+        for pos, tok in span:
+            predicted[b, pos - 1] = tok
+    wrong = spans[1][0][5][0] - 1  # the 5th character of the second board (after a space)
+    predicted[1, wrong] = predicted[1, wrong + 1] if predicted[1, wrong + 1] != predicted[1, wrong] else 0
+    monkeypatch.setattr(fd, "_predictions", lambda m, d, b: iter([(0, predicted, spans)]))
+    assert fd.read_accuracy(model, captions, batch=2) == pytest.approx(127 / 128)
+
+
 def test_lr_view_is_the_bilinear_downsample_the_mgm_model_makes():
     s = fd.Settings(**TINY)
     data = generate(s.task, 0, {"test": 2})
@@ -102,15 +133,18 @@ def test_answer_spans_follow_the_visual_tokens():
 
 
 @pytest.mark.slow
-def test_miniature_run_json_and_outputs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("caption_stages", [(), ("finetune",)])
+def test_miniature_run_json_and_outputs(tmp_path, monkeypatch, caption_stages):
     out, path = tmp_path / "out", tmp_path / "r.json"
     # the miniature instead of the real budget
-    monkeypatch.setattr(fd, "settings", lambda quick=False, seed=0: fd.Settings(**TINY))
+    tiny = fd.Settings(**TINY, caption_stages=caption_stages)
+    monkeypatch.setattr(fd, "settings", lambda quick=False, seed=0: tiny)
     result = CliRunner().invoke(
         cli, ["bench", "finedetail", "--json", str(path), "--out", str(out), "--no-progress"]
     )
     assert result.exit_code == 0, result.output
     assert "trained here" in result.output and "MGM" in result.output
+    assert "board read" in result.output
     report = json.loads(path.read_text())
     assert set(report["models"]) == {"lr_only", "hr_tokens", "mgm"}
     for entry in report["models"].values():
@@ -118,6 +152,10 @@ def test_miniature_run_json_and_outputs(tmp_path, monkeypatch):
         assert keys <= set(entry)
         assert 0 <= entry["fine_acc"] <= 1 and entry["train_s"] > 0
         assert sum(entry["questions"].values()) == 2 * TINY["test_images"]
+        if caption_stages:
+            assert 0 <= entry["read_acc"] <= 1
+        else:
+            assert entry["read_acc"] is None
     assert report["seed"] == 0 and report["settings"]["stage2_steps"] == 2
     assert report["models"]["mgm"]["visual_tokens"] == report["models"]["lr_only"]["visual_tokens"]
     assert (out / "report.md").read_text().startswith("# vlmkit fine-detail benchmark")

@@ -6,7 +6,8 @@ sized to be legible at the HR size and not at the LR size (the LR view is a 4x b
 downsample). One cell (or two) is marked with a white (and a black) frame, thick enough to be
 seen at the LR size. Every image gets one multi-turn conversation about the marked places: *fine*
 questions ("Which character is in the white frame?") and *coarse* ones ("Which colour is in the
-black frame?", the cell's background).
+black frame?", the cell's background); and a caption, for the alignment stage as Mini-Gemini's
+stage 1 trains on captions: "Read the board." answered with all its characters in raster order.
 
 Splits are disjoint by construction: image ``i`` of split ``s`` is drawn from the random stream
 seeded by ``(seed, s, i)``, and a test image is dropped when its cells equal a training image's.
@@ -126,6 +127,18 @@ def coarse_question(frame: str) -> str:
     return f"Which colour is in the {frame} frame?"
 
 
+CAPTION_PROMPT = "Read the board."
+
+
+def caption(board: Board) -> list[dict]:
+    """The board's caption as LLaVA turns: :data:`CAPTION_PROMPT` after ``<image>``, answered with
+    every cell's character in raster order, without separators (``grid * grid`` characters)."""
+    return [
+        {"from": "human", "value": f"<image>\n{CAPTION_PROMPT}"},
+        {"from": "gpt", "value": "".join("".join(row) for row in board.glyphs)},
+    ]
+
+
 def conversation(board: Board, rng: random.Random) -> tuple[list[dict], list[str]]:
     """LLaVA turns (``{"from": "human"|"gpt", "value": ...}``, ``<image>`` in the first) and the
     kind (``"fine"``/``"coarse"``) of each question, in order: the character and the colour of
@@ -143,7 +156,8 @@ def conversation(board: Board, rng: random.Random) -> tuple[list[dict], list[str
     return turns, [kind for kind, _, _ in asked]
 
 def generate(spec: TaskSpec, seed: int, sizes: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
-    """Records per split: ``{"id", "image" (PIL), "conversations", "kinds", "board"}``.
+    """Records per split: ``{"id", "image" (PIL), "conversations", "kinds", "caption", "board"}``
+    (``conversations``: the questions, see :func:`conversation`; ``caption``: :func:`caption`).
 
     ``sizes``: images per split name (``train``, ``val``, ``test``). Boards repeated across splits
     are redrawn, so no image of one split appears in another.
@@ -172,6 +186,7 @@ def generate(spec: TaskSpec, seed: int, sizes: dict[str, int]) -> dict[str, list
                     "image": draw_board(board, spec),
                     "conversations": turns,
                     "kinds": kinds,
+                    "caption": caption(board),
                     "board": board,
                 }
             )

@@ -61,10 +61,17 @@ def plot(report: dict[str, Any], path: Path, size: tuple[int, int] = (720, 420))
     image.save(path)
 
 
+def percent(value: float | None) -> str:
+    """``0.875`` -> ``"87.5%"``; ``None`` (not measured) -> ``"-"``."""
+    return "-" if value is None else f"{value:.1%}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as markdown: settings, table, stage-0 probes, the example conversation."""
     s, machine = report["settings"], report["machine"]
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    data = {stage: "the questions" + (" and the boards' captions" if stage in s["caption_stages"]
+                                      else "") for stage in ("pretrain", "finetune")}  # fmt: skip
     lines = [
         "# vlmkit fine-detail benchmark",
         "",
@@ -84,16 +91,20 @@ def markdown(report: dict[str, Any]) -> str:
         "**So is the LLM**: one LLM, copied into all three models, first learns the "
         f"conversations with each image given as symbols ({s['llm_stage0_steps']} steps: cell "
         "tokens = sum of learned glyph, colour and frame embeddings). Then "
-        f"stage 1 ({s['stage1_steps']} steps, miner + projector, LLM frozen) and stage 2 "
-        f"({s['stage2_steps']} steps, + LLM), batch {s['batch']}, the same for all three models.",
+        f"stage 1 ({s['stage1_steps']} steps on {data['pretrain']}, miner + projector, LLM "
+        f"frozen) and stage 2 ({s['stage2_steps']} steps on {data['finetune']}, + LLM), batch "
+        f"{s['batch']}, the same for all three models. *Board read* (when captions are trained): "
+        "the fraction of the test boards' caption characters the model gets right "
+        "(teacher-forced).",
         "",
-        "| model | fine acc | coarse acc | visual tokens | train s (wall / CPU) | infer ms/image |",
-        "|---|---|---|---|---|---|",
+        "| model | fine acc | coarse acc | visual tokens | board read | train s (wall / CPU) "
+        "| infer ms/image |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, m in report["models"].items():
         lines.append(
             f"| {LABELS[name]} | {m['fine_acc']:.1%} | {m['coarse_acc']:.1%} "
-            f"| {m['visual_tokens']} "
+            f"| {m['visual_tokens']} | {percent(m['read_acc'])} "
             f"| {m['train_s']:.0f} / {m['train_cpu_s']:.0f} | {m['infer_s_per_image'] * 1e3:.1f} |"
         )
     lines += ["", "Stage 0 towers (per-cell accuracy on the validation images):", "",

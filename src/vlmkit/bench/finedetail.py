@@ -18,7 +18,9 @@ and the LLM on the conversations with each image given as symbols
 (:mod:`vlmkit.bench._finedetail_llm`; one LLM, copied into all three), counted in the train
 time; then MGM's stage 1 (miner + projector) and stage 2 (+ LLM) follow
 (:mod:`vlmkit.bench._finedetail_fit`), with the frozen towers' outputs computed once per image
-(:mod:`vlmkit.train.feature_cache`). The questions ask about framed cells (visible at both
+(:mod:`vlmkit.train.feature_cache`). Both stages train on the questions; ``caption_stages`` mixes
+the boards' captions into a stage's data (each board read out cell by cell: 64 glyph labels per
+image where a question gives one; off by default, see :class:`Settings`). The questions ask about framed cells (visible at both
 sizes), so the tiny LLM need not learn to map "row r, column c" to a token (the
 projectors' ``pos_embed_grid`` option is the general tool for that). Accuracy is exact match of
 each answer, all of an image's questions answered in one teacher-forced pass with the true
@@ -37,7 +39,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 import torch
@@ -82,6 +84,13 @@ class Settings:
     stage2_steps: int = 400
     stage2_lr: float = 2e-3
     miner_lr_multiplier: float = 1.0  # on the miner's learning rate in stages 1 and 2
+    # The stages whose data mixes the boards' captions in with the questions ("pretrain" = stage 1,
+    # "finetune" = stage 2); the results then also report how much of the test boards the models
+    # read. Off by default: in stage 2 (600 steps) MGM then read 90-94% of all glyphs, but its fine
+    # accuracy stayed where it was (44% / 31%, seeds 0 / 1), the demo took longer, and in stage 1
+    # (frozen LLM) reading them stalled at chance in three of five runs (docs/benchmarks.md,
+    # "Fifth session").
+    caption_stages: tuple[str, ...] = ()
     batch: int = 16
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,10 +187,10 @@ def compositions(s: Settings) -> dict[str, dict[str, Any]]:
 # --- data -----------------------------------------------------------------------------------------
 
 
-def messages(record: dict[str, Any]) -> list[dict[str, str]]:
-    """A LLaVA record's turns as chat messages (after an empty system message)."""
+def messages(record: dict[str, Any], key: str = "conversations") -> list[dict[str, str]]:
+    """A record's LLaVA turns ``record[key]`` as chat messages (after an empty system message)."""
     roles = {"human": "user", "gpt": "assistant"}
-    turns = record["conversations"]
+    turns = record[key]
     return [NO_SYSTEM] + [{"role": roles[t["from"]], "content": t["value"]} for t in turns]
 
 
@@ -213,14 +222,17 @@ def cell_targets(records: list[dict[str, Any]]) -> torch.Tensor:
     return torch.tensor(out)
 
 
-def items(model: Any, records: list[dict[str, Any]], pixels: torch.Tensor) -> list[dict[str, Any]]:
-    """Training items ``{"input_ids", "labels", "pixels", "id"}`` as the LLaVA dataset makes them,
+def items(
+    model: Any, records: list[dict[str, Any]], pixels: torch.Tensor, key: str = "conversations"
+) -> list[dict[str, Any]]:
+    """Training items ``{"input_ids", "labels", "pixels", "id"}`` as the LLaVA dataset makes them
+    from each record's ``key`` turns (``"conversations"``: the questions; ``"caption"``),
     ``pixels`` being the model's processor output for the image's tensor
     (see :func:`model_pixels`)."""
     tok = model.llm.tokenizer
     out = []
     for record, px in zip(records, pixels):
-        example = build_example(messages(record), tok, TEMPLATE)
+        example = build_example(messages(record, key), tok, TEMPLATE)
         out.append({**example, "pixels": model.preprocess(px[None]), "id": record["id"]})
     return out
 
@@ -243,30 +255,39 @@ def _answer_spans(
     return spans
 
 
-@torch.no_grad()
-def evaluate(
-    model: Any, records: list[dict[str, Any]], data: list[dict[str, Any]], batch: int
-) -> dict[str, Any]:
-    """Exact-match accuracy on fine and coarse answers, and inference time per image."""
+def _predictions(
+    model: Any, data: list[dict[str, Any]], batch: int
+) -> Iterator[tuple[int, torch.Tensor, list[list[list[tuple[int, int]]]]]]:
+    """Teacher-forced greedy predictions, ``batch`` items at a time: ``(start, predicted (b, L),
+    answer spans per item)`` (see :func:`_answer_spans`)."""
     from vlmkit.bench._finedetail_fit import collator
 
     collate = collator(model)
     model.eval()
-    right = {"fine": 0, "coarse": 0}
-    total = {"fine": 0, "coarse": 0}
     shift = model.num_visual_tokens - 1
-    wall = time.perf_counter()
     for start in range(0, len(data), batch):
         chunk = data[start : start + batch]
         inputs = collate(chunk)
         labels = inputs.pop("labels")
-        predicted = model(**inputs).logits.argmax(-1)
-        for b, item in enumerate(chunk):
-            spans = _answer_spans(item["input_ids"], labels[b], shift)
+        with torch.no_grad():
+            predicted = model(**inputs).logits.argmax(-1)
+        spans = [_answer_spans(item["input_ids"], labels[b], shift) for b, item in enumerate(chunk)]
+        yield start, predicted, spans
+
+
+def evaluate(
+    model: Any, records: list[dict[str, Any]], data: list[dict[str, Any]], batch: int
+) -> dict[str, Any]:
+    """Exact-match accuracy on fine and coarse answers, and inference time per image."""
+    right = {"fine": 0, "coarse": 0}
+    total = {"fine": 0, "coarse": 0}
+    wall = time.perf_counter()
+    for start, predicted, spans in _predictions(model, data, batch):
+        for b, item_spans in enumerate(spans):
             kinds = records[start + b]["kinds"]
-            if len(spans) != len(kinds):
-                raise RuntimeError(f"{len(spans)} answers found for {len(kinds)} questions")
-            for span, kind in zip(spans, kinds):
+            if len(item_spans) != len(kinds):
+                raise RuntimeError(f"{len(item_spans)} answers found for {len(kinds)} questions")
+            for span, kind in zip(item_spans, kinds):
                 total[kind] += 1
                 right[kind] += all(int(predicted[b, pos - 1]) == tok for pos, tok in span)
     elapsed = time.perf_counter() - wall
@@ -276,6 +297,22 @@ def evaluate(
         "questions": total,
         "infer_s_per_image": elapsed / max(1, len(data)),
     }
+
+
+def read_accuracy(model: Any, data: list[dict[str, Any]], batch: int) -> float:
+    """How well ``model`` reads whole boards: the fraction of caption characters predicted right,
+    position by position (teacher-forced, greedy; the answer's end of turn not counted).
+    ``data``: caption items (:func:`items` with ``key="caption"``)."""
+    decode = model.llm.tokenizer.decode
+    right = total = 0
+    for _, predicted, spans in _predictions(model, data, batch):
+        for b, item_spans in enumerate(spans):
+            for span in item_spans:
+                truth = decode([tok for _, tok in span[:-1]]).strip()
+                guess = decode([int(predicted[b, pos - 1]) for pos, _ in span[:-1]]).strip()
+                right += sum(g == t for g, t in zip(guess, truth))
+                total += len(truth)
+    return right / max(1, total)
 
 
 def example_chat(model: Any, record: dict[str, Any], pixels: torch.Tensor) -> list[dict[str, str]]:
@@ -319,16 +356,26 @@ def _stage0(encoder: Any, pixels: torch.Tensor, val_pixels: torch.Tensor, s: Set
     return {**result, "val_glyph_acc": glyph, "val_colour_acc": colour, "val_frame_acc": frame}
 
 
-def _llm_stage0(model: Any, train: list[dict[str, Any]], targets: torch.Tensor, s: Settings,
-                show: bool) -> dict[str, Any]:  # fmt: skip
+def _llm_stage0(model: Any, train: dict[str, list[dict[str, Any]]], targets: torch.Tensor,
+                s: Settings, show: bool) -> dict[str, Any]:  # fmt: skip
+    """The LLM's stage 0 on the questions, and the captions when stage 1 trains on them."""
     from vlmkit.bench._finedetail_llm import pretrain_llm
 
+    keys = ["conversations"] + (["caption"] if s.caption_stages else [])
+    data = [item for key in keys for item in train[key]]
     with _bar(s.llm_stage0_steps, "stage 0 llm", show) as bar:
         return pretrain_llm(
-            model, train, targets, steps=s.llm_stage0_steps, batch=s.batch, lr=s.llm_stage0_lr,
+            model, data, targets.repeat(len(keys), 1, 1), steps=s.llm_stage0_steps, batch=s.batch, lr=s.llm_stage0_lr,
             seed=s.seed,
             progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
         )  # fmt: skip
+
+
+def _items(model: Any, records: list[dict[str, Any]], hr: torch.Tensor) -> dict[str, list]:
+    """A model's items of ``records`` (HR pixels ``hr``), per conversation: ``{"conversations",
+    "caption"}`` (see :func:`items`)."""
+    pixels = model_pixels(model, hr)
+    return {key: items(model, records, pixels, key) for key in ("conversations", "caption")}
 
 
 def run(s: Settings | None = None, *, progress: bool = True,
@@ -368,8 +415,7 @@ def run(s: Settings | None = None, *, progress: bool = True,
             f"{towers[key]['val_glyph_acc']:.1%}, colour {towers[key]['val_colour_acc']:.1%}")
     models["mgm"].lr_encoder.load_state_dict(lr_tower.state_dict())
     # Stage 0 of the LLM, once (on LR-only's 64-token layout); every model starts from it.
-    train_items = {"lr_only": items(models["lr_only"], data["train"],
-                                    model_pixels(models["lr_only"], hr["train"]))}  # fmt: skip
+    train_items = {"lr_only": _items(models["lr_only"], data["train"], hr["train"])}
     llm0 = _llm_stage0(models["lr_only"], train_items["lr_only"], targets["train"], s, progress)
     log(f"stage 0 llm (symbolic boards): {llm0['wall_s']:.1f}s, final loss {llm0['loss']:.3f}")
     for name in ("hr_tokens", "mgm"):
@@ -381,16 +427,22 @@ def run(s: Settings | None = None, *, progress: bool = True,
     example: dict[str, Any] = {"id": example_record["id"], "answers": {}}
     for name in MODELS:
         model = models[name]
-        train = train_items.pop(name, None) or items(model, data["train"],
-                                                    model_pixels(model, hr["train"]))  # fmt: skip
-        test = items(model, data["test"], model_pixels(model, hr["test"]))
+        train = train_items.pop(name, None) or _items(model, data["train"], hr["train"])
+        test = _items(model, data["test"], hr["test"])
         stages = {}
         with cache_frozen_towers(model):  # the towers are frozen: each image's features once
-            for stage, steps, lr in (("pretrain", s.stage1_steps, s.stage1_lr),
-                                     ("finetune", s.stage2_steps, s.stage2_lr)):  # fmt: skip
-                stages[stage] = fit(model, train, stage=stage, steps=steps, lr=lr, batch=s.batch,
-                                    seed=s.seed, progress=progress,
+            for stage, steps, lr in (
+                ("pretrain", s.stage1_steps, s.stage1_lr),
+                ("finetune", s.stage2_steps, s.stage2_lr),
+            ):
+                mixed = train["conversations"] + (
+                    train["caption"] if stage in s.caption_stages else []
+                )
+                stages[stage] = fit(model, mixed, stage=stage, steps=steps, lr=lr,
+                                    batch=s.batch, seed=s.seed, progress=progress,
                                     lr_multipliers={"miner": s.miner_lr_multiplier})  # fmt: skip
+            read_acc = read_accuracy(model, test["caption"], s.batch) if s.caption_stages else None
+        test = test["conversations"]
         scores = evaluate(model, data["test"], test, s.batch)
         stage0_wall = llm0["wall_s"] + sum(towers[t]["wall_s"] for t in tower_of[name])
         stage0_cpu = llm0["cpu_s"] + sum(towers[t]["cpu_s"] for t in tower_of[name])
@@ -403,6 +455,7 @@ def run(s: Settings | None = None, *, progress: bool = True,
             "stage0_s": stage0_wall,
             "stage1_s": stages["pretrain"]["wall_s"],
             "stage2_s": stages["finetune"]["wall_s"],
+            "read_acc": read_acc,
             "final_loss": stages["finetune"]["loss"],
             "infer_s_per_image": scores["infer_s_per_image"],
             "questions": scores["questions"],
@@ -444,11 +497,14 @@ def _machine() -> dict[str, Any]:
 
 def format_table(report: dict[str, Any]) -> str:
     """The results as a table, one row per model."""
-    header = ["model", "fine acc", "coarse acc", "visual tokens", "train s", "infer ms/image"]
+    from vlmkit.bench._finedetail_report import percent
+
+    header = ["model", "fine acc", "coarse acc", "visual tokens", "board read", "train s",
+              "infer ms/image"]  # fmt: skip
     rows = [header]
     for name, r in report["models"].items():
         rows.append([LABELS[name], f"{r['fine_acc']:.1%}", f"{r['coarse_acc']:.1%}",
-                     str(r["visual_tokens"]), f"{r['train_s']:.0f}",
+                     str(r["visual_tokens"]), percent(r["read_acc"]), f"{r['train_s']:.0f}",
                      f"{r['infer_s_per_image'] * 1e3:.1f}"])  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(
@@ -469,8 +525,9 @@ def _main(quick: bool, seed: int, json_path: str | None, out: str, progress: boo
         "counted in the train time): every vision tower on per-cell glyph/colour/frame "
         "classification of the generated images (same budget per tower), the LLM on the "
         "conversations with each image given as symbols (one LLM for all three models); then "
-        "MGM's stage 1 (miner + projector, LLM frozen) and stage 2 (+ LLM), the same budget "
-        "for all three models."
+        "MGM's stage 1 (miner + projector, LLM frozen; on the questions) and stage 2 "
+        "(+ LLM; on the questions and the boards' captions), the same budget for all three "
+        "models."
     )
     report = run(s, progress=progress, log=click.echo)
     click.echo("")
