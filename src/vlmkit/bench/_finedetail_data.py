@@ -6,8 +6,9 @@ sized to be legible at the HR size and not at the LR size (the LR view is a 4x b
 downsample). One cell (or two) is marked with a white (and a black) frame, thick enough to be
 seen at the LR size. Every image gets one multi-turn conversation about the marked places: *fine*
 questions ("Which character is in the white frame?") and *coarse* ones ("Which colour is in the
-black frame?", the cell's background); and a caption, for the alignment stage as Mini-Gemini's
-stage 1 trains on captions: "Read the board." answered with all its characters in raster order.
+black frame?", the cell's background). Every image also gets a caption, "Read the board."
+answered with all its characters in raster order (64 glyph labels where a question gives one),
+which the benchmark can mix into its training stages.
 
 Splits are disjoint by construction: image ``i`` of split ``s`` is drawn from the random stream
 seeded by ``(seed, s, i)``, and a test image is dropped when its cells equal a training image's.

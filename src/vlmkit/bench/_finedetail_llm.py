@@ -4,8 +4,9 @@ Mini-Gemini starts from a pretrained LLM that already reads what it is given; it
 aligns the vision side to that LLM, with the LLM frozen. The tiny LLM here starts from random
 weights, and a miner cannot learn to deliver the glyph through an LLM that does not read yet
 (``docs/benchmarks.md``). So the LLM, like the towers, gets a disclosed stage 0: it learns the
-task's conversations (questions and captions) with each image given as symbols, cell ``i``'s visual token being the sum of
-learned embeddings of its glyph, colour and frame (the per-cell labels of the towers' stage 0).
+task's conversations (and the captions, when a stage trains on them) with each image given as
+symbols, cell ``i``'s visual token being the sum of learned embeddings of its glyph, colour and
+frame (the per-cell labels of the towers' stage 0).
 The symbol tables are thrown away; all three compositions start from this one LLM.
 """
 

@@ -20,12 +20,12 @@ time; then MGM's stage 1 (miner + projector) and stage 2 (+ LLM) follow
 (:mod:`vlmkit.bench._finedetail_fit`), with the frozen towers' outputs computed once per image
 (:mod:`vlmkit.train.feature_cache`). Both stages train on the questions; ``caption_stages`` mixes
 the boards' captions into a stage's data (each board read out cell by cell: 64 glyph labels per
-image where a question gives one; off by default, see :class:`Settings`). The questions ask about framed cells (visible at both
-sizes), so the tiny LLM need not learn to map "row r, column c" to a token (the
-projectors' ``pos_embed_grid`` option is the general tool for that). Accuracy is exact match of
-each answer, all of an image's questions answered in one teacher-forced pass with the true
-earlier answers in the history (what greedy decoding of each answer would produce given that
-history).
+image where a question gives one; off by default, see :class:`Settings`). The questions ask about
+framed cells (visible at both sizes), so the tiny LLM need not learn to map "row r, column c" to
+a token (the projectors' ``pos_embed_grid`` option is the general tool for that). Accuracy is
+exact match of each answer, all of an image's questions answered in one teacher-forced pass with
+the true earlier answers in the history (what greedy decoding of each answer would produce given
+that history).
 
 ``vlmkit demo`` and ``vlmkit bench finedetail`` run it (:func:`run`).
 """
@@ -87,9 +87,9 @@ class Settings:
     # The stages whose data mixes the boards' captions in with the questions ("pretrain" = stage 1,
     # "finetune" = stage 2); the results then also report how much of the test boards the models
     # read. Off by default: in stage 2 (600 steps) MGM then read 90-94% of all glyphs, but its fine
-    # accuracy stayed where it was (44% / 31%, seeds 0 / 1), the demo took longer, and in stage 1
-    # (frozen LLM) reading them stalled at chance in three of five runs (docs/benchmarks.md,
-    # "Fifth session").
+    # accuracy stayed where it was (44% / 31%, seeds 0 / 1) and the demo took longer; in stage 1
+    # (frozen LLM) learning to read them depended on the stage-0 LLM and often stalled at chance
+    # (docs/benchmarks.md, "Fifth session").
     caption_stages: tuple[str, ...] = ()
     batch: int = 16
 
@@ -300,18 +300,20 @@ def evaluate(
 
 
 def read_accuracy(model: Any, data: list[dict[str, Any]], batch: int) -> float:
-    """How well ``model`` reads whole boards: the fraction of caption characters predicted right,
-    position by position (teacher-forced, greedy; the answer's end of turn not counted).
-    ``data``: caption items (:func:`items` with ``key="caption"``)."""
+    """How well ``model`` reads whole boards: the fraction of the captions' answer tokens predicted
+    right (teacher-forced, greedy), counting the tokens that hold text (with the byte-level
+    tokenizer, one per character), not the end of turn or whitespace. ``data``: caption items
+    (:func:`items` with ``key="caption"``)."""
     decode = model.llm.tokenizer.decode
     right = total = 0
     for _, predicted, spans in _predictions(model, data, batch):
         for b, item_spans in enumerate(spans):
             for span in item_spans:
-                truth = decode([tok for _, tok in span[:-1]]).strip()
-                guess = decode([int(predicted[b, pos - 1]) for pos, _ in span[:-1]]).strip()
-                right += sum(g == t for g, t in zip(guess, truth))
-                total += len(truth)
+                for pos, tok in span[:-1]:
+                    truth = decode([tok]).strip()
+                    if truth:
+                        right += decode([int(predicted[b, pos - 1])]).strip() == truth
+                        total += 1
     return right / max(1, total)
 
 
@@ -365,8 +367,8 @@ def _llm_stage0(model: Any, train: dict[str, list[dict[str, Any]]], targets: tor
     data = [item for key in keys for item in train[key]]
     with _bar(s.llm_stage0_steps, "stage 0 llm", show) as bar:
         return pretrain_llm(
-            model, data, targets.repeat(len(keys), 1, 1), steps=s.llm_stage0_steps, batch=s.batch, lr=s.llm_stage0_lr,
-            seed=s.seed,
+            model, data, targets.repeat(len(keys), 1, 1), steps=s.llm_stage0_steps,
+            batch=s.batch, lr=s.llm_stage0_lr, seed=s.seed,
             progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
         )  # fmt: skip
 
