@@ -79,6 +79,12 @@ def test_read_accuracy_counts_caption_characters(monkeypatch):
     assert fd.read_accuracy(model, captions, batch=2) == pytest.approx(127 / 128)
 
 
+def test_unknown_caption_stage_is_named():
+    expected = r"unknown stage\(s\) \['stage2'\]; expected names from \('pretrain', 'finetune'\)"
+    with pytest.raises(ValueError, match=expected):
+        fd.Settings(caption_stages=("finetune", "stage2"))
+
+
 def test_lr_view_is_the_bilinear_downsample_the_mgm_model_makes():
     s = fd.Settings(**TINY)
     data = generate(s.task, 0, {"test": 2})

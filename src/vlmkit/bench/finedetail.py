@@ -49,6 +49,7 @@ from vlmkit.data.conversation import IGNORE_INDEX, IMAGE_TOKEN_INDEX, build_exam
 from vlmkit.data.processor import ImageProcessor, lr_view
 
 MODELS = ("lr_only", "hr_tokens", "mgm")
+STAGES = ("pretrain", "finetune")  # MGM's stage 1 and stage 2
 LABELS = {"lr_only": "LR-only", "hr_tokens": "HR-tokens", "mgm": "MGM"}
 TEMPLATE = "vicuna_v1"
 NO_SYSTEM = {"role": "system", "content": ""}  # the task needs no system prompt: shorter sequences
@@ -92,6 +93,12 @@ class Settings:
     # (docs/benchmarks.md, "Fifth session").
     caption_stages: tuple[str, ...] = ()
     batch: int = 16
+
+    def __post_init__(self) -> None:
+        unknown = set(self.caption_stages) - set(STAGES)
+        if unknown:
+            raise ValueError(f"caption_stages has unknown stage(s) {sorted(unknown)}; "
+                             f"expected names from {STAGES}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -360,7 +367,7 @@ def _stage0(encoder: Any, pixels: torch.Tensor, val_pixels: torch.Tensor, s: Set
 
 def _llm_stage0(model: Any, train: dict[str, list[dict[str, Any]]], targets: torch.Tensor,
                 s: Settings, show: bool) -> dict[str, Any]:  # fmt: skip
-    """The LLM's stage 0 on the questions, and the captions when stage 1 trains on them."""
+    """The LLM's stage 0 on the questions, and on the captions when a stage trains on them."""
     from vlmkit.bench._finedetail_llm import pretrain_llm
 
     keys = ["conversations"] + (["caption"] if s.caption_stages else [])
@@ -430,22 +437,20 @@ def run(s: Settings | None = None, *, progress: bool = True,
     for name in MODELS:
         model = models[name]
         train = train_items.pop(name, None) or _items(model, data["train"], hr["train"])
-        test = _items(model, data["test"], hr["test"])
+        test_items = _items(model, data["test"], hr["test"])
         stages = {}
         with cache_frozen_towers(model):  # the towers are frozen: each image's features once
-            for stage, steps, lr in (
-                ("pretrain", s.stage1_steps, s.stage1_lr),
-                ("finetune", s.stage2_steps, s.stage2_lr),
-            ):
+            for stage, steps, lr in zip(STAGES, (s.stage1_steps, s.stage2_steps),
+                                        (s.stage1_lr, s.stage2_lr)):  # fmt: skip
                 mixed = train["conversations"] + (
                     train["caption"] if stage in s.caption_stages else []
                 )
                 stages[stage] = fit(model, mixed, stage=stage, steps=steps, lr=lr,
                                     batch=s.batch, seed=s.seed, progress=progress,
                                     lr_multipliers={"miner": s.miner_lr_multiplier})  # fmt: skip
-            read_acc = read_accuracy(model, test["caption"], s.batch) if s.caption_stages else None
-        test = test["conversations"]
-        scores = evaluate(model, data["test"], test, s.batch)
+            read_acc = (read_accuracy(model, test_items["caption"], s.batch)
+                        if s.caption_stages else None)  # fmt: skip
+        scores = evaluate(model, data["test"], test_items["conversations"], s.batch)
         stage0_wall = llm0["wall_s"] + sum(towers[t]["wall_s"] for t in tower_of[name])
         stage0_cpu = llm0["cpu_s"] + sum(towers[t]["cpu_s"] for t in tower_of[name])
         results[name] = {
