@@ -151,6 +151,8 @@ def test_miniature_run_json_and_outputs(tmp_path, monkeypatch, caption_stages):
     assert result.exit_code == 0, result.output
     assert "trained here" in result.output and "MGM" in result.output
     assert "board read" in result.output
+    stage2 = "stage 2 (+ LLM; on the questions and the boards' captions)"
+    assert (stage2 in result.output) == bool(caption_stages)
     report = json.loads(path.read_text())
     assert set(report["models"]) == {"lr_only", "hr_tokens", "mgm"}
     for entry in report["models"].values():

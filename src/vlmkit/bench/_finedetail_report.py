@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -66,12 +66,16 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
+def stage_data(caption_stages: Sequence[str], stage: str) -> str:
+    """What ``stage`` (``"pretrain"`` or ``"finetune"``) trains on, in words."""
+    return "the questions" + (" and the boards' captions" if stage in caption_stages else "")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as markdown: settings, table, stage-0 probes, the example conversation."""
     s, machine = report["settings"], report["machine"]
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    data = {stage: "the questions" + (" and the boards' captions" if stage in s["caption_stages"]
-                                      else "") for stage in ("pretrain", "finetune")}  # fmt: skip
+    stage1, stage2 = (stage_data(s["caption_stages"], stage) for stage in ("pretrain", "finetune"))
     lines = [
         "# vlmkit fine-detail benchmark",
         "",
@@ -91,11 +95,10 @@ def markdown(report: dict[str, Any]) -> str:
         "**So is the LLM**: one LLM, copied into all three models, first learns the "
         f"conversations with each image given as symbols ({s['llm_stage0_steps']} steps: cell "
         "tokens = sum of learned glyph, colour and frame embeddings). Then "
-        f"stage 1 ({s['stage1_steps']} steps on {data['pretrain']}, miner + projector, LLM "
-        f"frozen) and stage 2 ({s['stage2_steps']} steps on {data['finetune']}, + LLM), batch "
-        f"{s['batch']}, the same for all three models. *Board read* (when captions are trained): "
-        "the fraction of the test boards' caption characters the model gets right "
-        "(teacher-forced).",
+        f"stage 1 ({s['stage1_steps']} steps on {stage1}, miner + projector, LLM frozen) and "
+        f"stage 2 ({s['stage2_steps']} steps on {stage2}, + LLM), batch {s['batch']}, the same "
+        "for all three models. *Board read* (when captions are trained): the fraction of the "
+        "test boards' caption characters the model gets right (teacher-forced).",
         "",
         "| model | fine acc | coarse acc | visual tokens | board read | train s (wall / CPU) "
         "| infer ms/image |",

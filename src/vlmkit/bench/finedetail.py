@@ -367,24 +367,27 @@ def _stage0(encoder: Any, pixels: torch.Tensor, val_pixels: torch.Tensor, s: Set
 
 def _llm_stage0(model: Any, train: dict[str, list[dict[str, Any]]], targets: torch.Tensor,
                 s: Settings, show: bool) -> dict[str, Any]:  # fmt: skip
-    """The LLM's stage 0 on the questions, and on the captions when a stage trains on them."""
+    """The LLM's stage 0 on every conversation in ``train`` (see :func:`_items`: the questions,
+    and the captions when a stage trains on them)."""
     from vlmkit.bench._finedetail_llm import pretrain_llm
 
-    keys = ["conversations"] + (["caption"] if s.caption_stages else [])
-    data = [item for key in keys for item in train[key]]
+    data = [item for conversation in train.values() for item in conversation]
     with _bar(s.llm_stage0_steps, "stage 0 llm", show) as bar:
         return pretrain_llm(
-            model, data, targets.repeat(len(keys), 1, 1), steps=s.llm_stage0_steps,
+            model, data, targets.repeat(len(train), 1, 1), steps=s.llm_stage0_steps,
             batch=s.batch, lr=s.llm_stage0_lr, seed=s.seed,
             progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
         )  # fmt: skip
 
 
-def _items(model: Any, records: list[dict[str, Any]], hr: torch.Tensor) -> dict[str, list]:
-    """A model's items of ``records`` (HR pixels ``hr``), per conversation: ``{"conversations",
-    "caption"}`` (see :func:`items`)."""
+def _items(
+    model: Any, records: list[dict[str, Any]], hr: torch.Tensor, s: Settings
+) -> dict[str, list]:
+    """A model's items of ``records`` (HR pixels ``hr``) per conversation: ``"conversations"``,
+    and ``"caption"`` when a stage trains on the captions (see :func:`items`)."""
     pixels = model_pixels(model, hr)
-    return {key: items(model, records, pixels, key) for key in ("conversations", "caption")}
+    keys = ("conversations", "caption") if s.caption_stages else ("conversations",)
+    return {key: items(model, records, pixels, key) for key in keys}
 
 
 def run(s: Settings | None = None, *, progress: bool = True,
@@ -424,7 +427,7 @@ def run(s: Settings | None = None, *, progress: bool = True,
             f"{towers[key]['val_glyph_acc']:.1%}, colour {towers[key]['val_colour_acc']:.1%}")
     models["mgm"].lr_encoder.load_state_dict(lr_tower.state_dict())
     # Stage 0 of the LLM, once (on LR-only's 64-token layout); every model starts from it.
-    train_items = {"lr_only": _items(models["lr_only"], data["train"], hr["train"])}
+    train_items = {"lr_only": _items(models["lr_only"], data["train"], hr["train"], s)}
     llm0 = _llm_stage0(models["lr_only"], train_items["lr_only"], targets["train"], s, progress)
     log(f"stage 0 llm (symbolic boards): {llm0['wall_s']:.1f}s, final loss {llm0['loss']:.3f}")
     for name in ("hr_tokens", "mgm"):
@@ -436,8 +439,8 @@ def run(s: Settings | None = None, *, progress: bool = True,
     example: dict[str, Any] = {"id": example_record["id"], "answers": {}}
     for name in MODELS:
         model = models[name]
-        train = train_items.pop(name, None) or _items(model, data["train"], hr["train"])
-        test_items = _items(model, data["test"], hr["test"])
+        train = train_items.pop(name, None) or _items(model, data["train"], hr["train"], s)
+        test_items = _items(model, data["test"], hr["test"], s)
         stages = {}
         with cache_frozen_towers(model):  # the towers are frozen: each image's features once
             for stage, steps, lr in zip(STAGES, (s.stage1_steps, s.stage2_steps),
@@ -522,7 +525,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def _main(quick: bool, seed: int, json_path: str | None, out: str, progress: bool) -> None:
-    from vlmkit.bench._finedetail_report import write_outputs
+    from vlmkit.bench._finedetail_report import stage_data, write_outputs
 
     s = settings(quick=quick, seed=seed)
     click.echo(
@@ -532,9 +535,9 @@ def _main(quick: bool, seed: int, json_path: str | None, out: str, progress: boo
         "counted in the train time): every vision tower on per-cell glyph/colour/frame "
         "classification of the generated images (same budget per tower), the LLM on the "
         "conversations with each image given as symbols (one LLM for all three models); then "
-        "MGM's stage 1 (miner + projector, LLM frozen; on the questions) and stage 2 "
-        "(+ LLM; on the questions and the boards' captions), the same budget for all three "
-        "models."
+        f"MGM's stage 1 (miner + projector, LLM frozen; on "
+        f"{stage_data(s.caption_stages, 'pretrain')}) and stage 2 (+ LLM; on "
+        f"{stage_data(s.caption_stages, 'finetune')}), the same budget for all three models."
     )
     report = run(s, progress=progress, log=click.echo)
     click.echo("")
