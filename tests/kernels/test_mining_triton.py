@@ -6,14 +6,13 @@ Without CUDA the kernels run in Triton's CPU interpreter (see ``conftest.py``) a
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from tests._accuracy import assert_as_accurate, in_float64, rounding_sensitivity
 from vlmkit.kernels import mining as kernels
 from vlmkit.ops import patch_info_mining
 
@@ -69,21 +68,6 @@ def outputs_and_grads(backend, lr, hr, projections, hr_grad=True):
     return [out.detach()] + grads
 
 
-def in_float64(lr, hr, projections):
-    return lr.double(), hr.double(), [copy.deepcopy(p).double() for p in projections]
-
-
-def assert_as_accurate(got, reference, exact, factor=4.0, atol=1e-5):
-    """Each tensor of ``got`` is within ``factor`` times the reference's own error against
-    ``exact`` (the float64 reference) plus ``atol`` relative to its scale."""
-    for i, (g, r, e) in enumerate(zip(got, reference, exact)):
-        assert g.dtype == r.dtype, f"[{i}] dtype {g.dtype} != reference dtype {r.dtype}"
-        err_got = (g.double() - e).abs().max().item()
-        err_ref = (r.double() - e).abs().max().item()
-        bound = factor * err_ref + atol * (1.0 + e.abs().max().item())
-        assert err_got <= bound, f"[{i}] error {err_got:.3g} > {bound:.3g} (ref. {err_ref:.3g})"
-
-
 @pytest.fixture(params=["small_chunks", "default_chunks"])
 def block_size(request, monkeypatch):
     """Run with chunks of one or two pixels (several chunks per window row, rows of M not a
@@ -111,15 +95,21 @@ def block_size(request, monkeypatch):
     hr_grad=st.booleans(),
     seed=st.integers(0, 2**16),
 )
+# A query LayerNorm over two channels: the LR gradient's error is ~4e-3 in every order of
+# computation but the reference's (1.5e-4); the rounding sensitivity is 1e-3.
+@example(shape=(1, 3, 3, 2, 24), eps=(1e-3, 0.1), affine=False, offset=0.0, channels_last=False,
+         hr_grad=False, seed=794)  # fmt: skip
 def test_triton_matches_reference_float32(
     block_size, shape, eps, affine, offset, channels_last, hr_grad, seed
 ):
     case = make_case(*shape, eps=eps, affine=affine, bias=affine, offset=offset,
                      channels_last=channels_last, seed=seed)  # fmt: skip
-    exact = outputs_and_grads("reference", *in_float64(*case), hr_grad=hr_grad)
-    want = outputs_and_grads("reference", *case, hr_grad=hr_grad)
+    def reference(*inputs):
+        return outputs_and_grads("reference", *inputs, hr_grad=hr_grad)
+
+    exact = reference(*in_float64(*case))
     got = outputs_and_grads("triton", *case, hr_grad=hr_grad)
-    assert_as_accurate(got, want, exact)
+    assert_as_accurate(got, reference(*case), exact, rounding_sensitivity(reference, case, exact))
 
 
 @needs_kernels
