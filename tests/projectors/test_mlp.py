@@ -1,4 +1,4 @@
-"""Projectors' optional 2-D position embeddings (``pos_embed_grid``)."""
+"""Projectors' options: 2-D position embeddings (``pos_embed_grid``), ``zero_init_last``."""
 
 import pytest
 import torch
@@ -50,3 +50,34 @@ def test_builder_accepts_the_keyword():
     model = vlmkit.build(config)
     tokens = model.encode_images(torch.randn(2, 3, 32, 32))
     assert tokens.shape == (2, 16, 32)
+
+
+# --- zero_init_last -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp2x_gelu", "mlp3x_gelu"])
+def test_zero_init_last_starts_at_zero_and_still_learns(name):
+    torch.manual_seed(0)
+    plain = vlmkit.create("projector", name, in_dim=8, out_dim=16)
+    torch.manual_seed(0)
+    zeroed = vlmkit.create("projector", name, in_dim=8, out_dim=16, zero_init_last=True)
+    assert list(zeroed.state_dict()) == list(plain.state_dict())
+    linears = [m for m in zeroed if isinstance(m, torch.nn.Linear)]
+    # only the last layer differs from the default initialisation
+    for got, want in zip(linears[:-1], [m for m in plain if isinstance(m, torch.nn.Linear)]):
+        torch.testing.assert_close(got.weight, want.weight)
+    x = torch.randn(2, 5, 8)
+    out = zeroed(x)
+    assert torch.equal(out, torch.zeros(2, 5, 16))
+    (out * torch.randn(2, 5, 16)).sum().backward()
+    assert linears[-1].weight.grad.abs().sum() > 0
+
+
+def test_zero_init_last_with_positions_gives_the_positions_and_bad_values_are_named():
+    projector = vlmkit.create("projector", "mlp2x_gelu", in_dim=8, out_dim=16, pos_embed_grid=2,
+                              zero_init_last=True)  # fmt: skip
+    out = projector(torch.randn(1, 4, 8))
+    pos = projector.pos_embed
+    torch.testing.assert_close(out[0, 3], pos.row[1] + pos.column[1])
+    with pytest.raises(ValueError, match="zero_init_last must be True or False, got 'yes'"):
+        vlmkit.create("projector", "linear", in_dim=8, out_dim=16, zero_init_last="yes")

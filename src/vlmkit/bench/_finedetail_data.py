@@ -8,7 +8,8 @@ seen at the LR size. Every image gets one multi-turn conversation about the mark
 questions ("Which character is in the white frame?") and *coarse* ones ("Which colour is in the
 black frame?", the cell's background). Every image also gets a caption, "Read the board."
 answered with all its characters in raster order (64 glyph labels where a question gives one),
-which the benchmark can mix into its training stages.
+then "Name the colours." answered with every cell's colour initial, which the benchmark mixes
+into its training stages.
 
 Splits are disjoint by construction: image ``i`` of split ``s`` is drawn from the random stream
 seeded by ``(seed, s, i)``, and a test image is dropped when its cells equal a training image's.
@@ -129,14 +130,19 @@ def coarse_question(frame: str) -> str:
 
 
 CAPTION_PROMPT = "Read the board."
+COLOURS_PROMPT = "Name the colours."
 
 
 def caption(board: Board) -> list[dict]:
-    """The board's caption as LLaVA turns: :data:`CAPTION_PROMPT` after ``<image>``, answered with
-    every cell's character in raster order, without separators (``grid * grid`` characters)."""
+    """The board's caption as two LLaVA exchanges: :data:`CAPTION_PROMPT` after ``<image>``,
+    answered with every cell's character in raster order, then :data:`COLOURS_PROMPT`, answered
+    with every cell's colour initial in raster order (no separators: ``grid * grid`` characters
+    each; the initials of :data:`COLOURS` are distinct)."""
     return [
         {"from": "human", "value": f"<image>\n{CAPTION_PROMPT}"},
         {"from": "gpt", "value": "".join("".join(row) for row in board.glyphs)},
+        {"from": "human", "value": COLOURS_PROMPT},
+        {"from": "gpt", "value": "".join(colour[0] for row in board.colours for colour in row)},
     ]
 
 

@@ -18,14 +18,14 @@ and the LLM on the conversations with each image given as symbols
 (:mod:`vlmkit.bench._finedetail_llm`; one LLM, copied into all three), counted in the train
 time; then MGM's stage 1 (miner + projector) and stage 2 (+ LLM) follow
 (:mod:`vlmkit.bench._finedetail_fit`), with the frozen towers' outputs computed once per image
-(:mod:`vlmkit.train.feature_cache`). Both stages train on the questions; ``caption_stages`` mixes
-the boards' captions into a stage's data (each board read out cell by cell: 64 glyph labels per
-image where a question gives one; off by default, see :class:`Settings`). The questions ask about
-framed cells (visible at both sizes), so the tiny LLM need not learn to map "row r, column c" to
-a token (the projectors' ``pos_embed_grid`` option is the general tool for that). Accuracy is
-exact match of each answer, all of an image's questions answered in one teacher-forced pass with
-the true earlier answers in the history (what greedy decoding of each answer would produce given
-that history).
+(:mod:`vlmkit.train.feature_cache`). Both stages train on the questions and the boards' captions
+(each board read out cell by cell, glyphs then colours: 64 glyph labels per image where the fine
+question gives one), the projector starting at zero; :class:`Settings` says why. The questions
+ask about framed cells (visible at both sizes), so the tiny LLM need not learn to map "row r,
+column c" to a token (the projectors' ``pos_embed_grid`` option is the general tool for that).
+Accuracy is exact match of each answer, all of an image's questions answered in one
+teacher-forced pass with the true earlier answers in the history (what greedy decoding of each
+answer would produce given that history).
 
 ``vlmkit demo`` and ``vlmkit bench finedetail`` run it (:func:`run`).
 """
@@ -86,12 +86,17 @@ class Settings:
     stage2_lr: float = 2e-3
     miner_lr_multiplier: float = 1.0  # on the miner's learning rate in stages 1 and 2
     # The stages whose data mixes the boards' captions in with the questions ("pretrain" = stage 1,
-    # "finetune" = stage 2); the results then also report how much of the test boards the models
-    # read. Off by default: in stage 2 (600 steps) MGM then read 90-94% of all glyphs, but its fine
-    # accuracy stayed where it was (44% / 31%, seeds 0 / 1) and the demo took longer; in stage 1
-    # (frozen LLM) learning to read them depended on the stage-0 LLM and often stalled at chance
-    # (docs/benchmarks.md, "Fifth session").
-    caption_stages: tuple[str, ...] = ()
+    # "finetune" = stage 2; the LLM's stage 0 then learns them too). A caption gives every cell's
+    # glyph and colour where the questions give one cell's. Without captions the one fine label
+    # per image starved the miner (MGM 35% fine over 3 seeds); with glyph-only captions the colour
+    # answers collapsed for 2 of 3 stage-0 LLMs (docs/benchmarks.md, "Sixth session").
+    caption_stages: tuple[str, ...] = STAGES
+    # How often each image's questions appear in a stage's data per caption (a caption has 128
+    # answer characters, the questions a few; at 1:1 the colour answers fell to 48%).
+    questions_per_caption: int = 4
+    # Start the projector's last layer at zero (``zero_init_last``): with random visual tokens at
+    # its start, stage 1 through a frozen LLM sat at chance on the captions for some LLMs.
+    zero_init_projector: bool = True
     batch: int = 16
 
     def __post_init__(self) -> None:
@@ -99,6 +104,9 @@ class Settings:
         if unknown:
             raise ValueError(f"caption_stages has unknown stage(s) {sorted(unknown)}; "
                              f"expected names from {STAGES}")  # fmt: skip
+        n = self.questions_per_caption
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"questions_per_caption must be a positive int, got {n!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -165,19 +173,20 @@ def _llm(s: Settings) -> dict[str, Any]:
 def compositions(s: Settings) -> dict[str, dict[str, Any]]:
     """The three config dicts, built with :func:`vlmkit.build`."""
     common = {"llm": _llm(s), "chat_template": TEMPLATE, "image_aspect_ratio": "pad"}
+    projector = {"name": "mlp2x_gelu", "zero_init_last": s.zero_init_projector}
     return {
         "lr_only": {
             "description": "LLaVA-style: LR ViT, LR tokens",
             "lr_encoder": _vit(s, s.lr_size, 8),
             "miner": {"name": "identity"},
-            "projector": {"name": "mlp2x_gelu"},
+            "projector": dict(projector),
             **common,
         },
         "hr_tokens": {
             "description": "the LR ViT architecture at the HR size, patch 16",
             "lr_encoder": _vit(s, s.task.image_size, 16),
             "miner": {"name": "identity"},
-            "projector": {"name": "mlp2x_gelu"},
+            "projector": dict(projector),
             **common,
         },
         "mgm": {
@@ -185,7 +194,7 @@ def compositions(s: Settings) -> dict[str, dict[str, Any]]:
             "lr_encoder": _vit(s, s.lr_size, 8),
             "hr_encoder": _convnext(s),
             "miner": {"name": "patch_info_mining"},  # backend "auto"
-            "projector": {"name": "mlp2x_gelu"},
+            "projector": dict(projector),
             **common,
         },
     }
@@ -307,20 +316,20 @@ def evaluate(
 
 
 def read_accuracy(model: Any, data: list[dict[str, Any]], batch: int) -> float:
-    """How well ``model`` reads whole boards: the fraction of the captions' answer tokens predicted
-    right (teacher-forced, greedy), counting the tokens that hold text (with the byte-level
-    tokenizer, one per character), not the end of turn or whitespace. ``data``: caption items
-    (:func:`items` with ``key="caption"``)."""
+    """How well ``model`` reads whole boards: the fraction of the characters of the captions' first
+    answer (the board's glyphs, raster order; not the colour initials after it) predicted right
+    (teacher-forced, greedy), counting the tokens that hold text (with the byte-level tokenizer,
+    one per character), not the end of turn or whitespace. ``data``: caption items (:func:`items`
+    with ``key="caption"``)."""
     decode = model.llm.tokenizer.decode
     right = total = 0
     for _, predicted, spans in _predictions(model, data, batch):
         for b, item_spans in enumerate(spans):
-            for span in item_spans:
-                for pos, tok in span[:-1]:
-                    truth = decode([tok]).strip()
-                    if truth:
-                        right += decode([int(predicted[b, pos - 1])]).strip() == truth
-                        total += 1
+            for pos, tok in item_spans[0][:-1]:
+                truth = decode([tok]).strip()
+                if truth:
+                    right += decode([int(predicted[b, pos - 1])]).strip() == truth
+                    total += 1
     return right / max(1, total)
 
 
@@ -390,6 +399,15 @@ def _items(
     return {key: items(model, records, pixels, key) for key in keys}
 
 
+def stage_items(train: dict[str, list], stage: str, s: Settings) -> list[dict[str, Any]]:
+    """What ``stage`` trains on, from a model's items per conversation (see :func:`_items`): the
+    questions, and when ``stage`` is in ``s.caption_stages`` the captions too, each image's
+    questions ``s.questions_per_caption`` times per caption."""
+    if stage not in s.caption_stages:
+        return train["conversations"]
+    return train["conversations"] * s.questions_per_caption + train["caption"]
+
+
 def run(s: Settings | None = None, *, progress: bool = True,
         log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:  # fmt: skip
     """Generate the data, pretrain the towers and the LLM (stage 0), train the three compositions
@@ -445,10 +463,7 @@ def run(s: Settings | None = None, *, progress: bool = True,
         with cache_frozen_towers(model):  # the towers are frozen: each image's features once
             for stage, steps, lr in zip(STAGES, (s.stage1_steps, s.stage2_steps),
                                         (s.stage1_lr, s.stage2_lr)):  # fmt: skip
-                mixed = train["conversations"] + (
-                    train["caption"] if stage in s.caption_stages else []
-                )
-                stages[stage] = fit(model, mixed, stage=stage, steps=steps, lr=lr,
+                stages[stage] = fit(model, stage_items(train, stage, s), stage=stage, steps=steps, lr=lr,
                                     batch=s.batch, seed=s.seed, progress=progress,
                                     lr_multipliers={"miner": s.miner_lr_multiplier})  # fmt: skip
             read_acc = (read_accuracy(model, test_items["caption"], s.batch)
@@ -536,8 +551,9 @@ def _main(quick: bool, seed: int, json_path: str | None, out: str, progress: boo
         "classification of the generated images (same budget per tower), the LLM on the "
         "conversations with each image given as symbols (one LLM for all three models); then "
         f"MGM's stage 1 (miner + projector, LLM frozen; on "
-        f"{stage_data(s.caption_stages, 'pretrain')}) and stage 2 (+ LLM; on "
-        f"{stage_data(s.caption_stages, 'finetune')}), the same budget for all three models."
+        f"{stage_data(s.caption_stages, 'pretrain', s.questions_per_caption)}) and stage 2 "
+        f"(+ LLM; on {stage_data(s.caption_stages, 'finetune', s.questions_per_caption)}), the "
+        "same budget for all three models."
     )
     report = run(s, progress=progress, log=click.echo)
     click.echo("")

@@ -8,6 +8,13 @@ checkpoints map onto them key for key.
 output tokens: a row embedding plus a column embedding for a ``G x G`` token grid, so that a small
 LLM can tie a place named in text ("row 2, column 3") to the visual token there. Off, the module
 and its state dict are exactly LLaVA's / MGM's.
+
+``zero_init_last`` (default off; timm's name for the same idea in residual blocks) starts the last
+Linear layer at zero, so the projector first hands the LLM all-zero visual tokens. Stage 1 trains
+the projector into a frozen LLM; random visual tokens at its start can disturb the frozen LLM's
+attention over the text (position-based readouts, such as reading a grid out token by token,
+then never start learning), while zeros leave it as it was. The parameters and their keys are the
+same either way.
 """
 
 from __future__ import annotations
@@ -59,6 +66,17 @@ class _GridPositions(nn.Module):
 class _Positioned(nn.Sequential):
     """A Sequential projector that adds :class:`_GridPositions` after its layers when asked."""
 
+    def _zero_last(self, name: str, zero_init_last: bool) -> None:
+        if not isinstance(zero_init_last, bool):
+            raise ValueError(
+                f"projector {name!r}: zero_init_last must be True or False, got {zero_init_last!r}"
+            )
+        if zero_init_last:
+            last = [layer for layer in self if isinstance(layer, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                nn.init.zeros_(last.bias)
+
     def _add_positions(self, grid: int | None, dim: int) -> None:
         # Kept outside the Sequential's numbered layers so that keys 0, 2... stay MGM's.
         self.pos_embed = _GridPositions(grid, dim) if grid is not None else None
@@ -74,16 +92,24 @@ class _Positioned(nn.Sequential):
 class LinearProjector(_Positioned, Projector):
     """One Linear layer: ``(B, T, in_dim) -> (B, T, out_dim)``.
 
-    ``pos_embed_grid``: add learned row + column embeddings for a ``G x G`` token grid (module doc).
+    ``pos_embed_grid``: add learned row + column embeddings for a ``G x G`` token grid;
+    ``zero_init_last``: start the layer at zero (module doc).
     """
 
     tiny_config = {"in_dim": 8, "out_dim": 16}
 
-    def __init__(self, in_dim: int, out_dim: int, pos_embed_grid: int | None = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        pos_embed_grid: int | None = None,
+        zero_init_last: bool = False,
+    ) -> None:
         _check_dims("linear", in_dim, out_dim)
         _check_grid("linear", pos_embed_grid)
         super().__init__(nn.Linear(in_dim, out_dim))
         self._add_positions(pos_embed_grid, out_dim)
+        self._zero_last("linear", zero_init_last)
 
     @classmethod
     def describe(
@@ -97,14 +123,20 @@ class LinearProjector(_Positioned, Projector):
 class MLPGeluProjector(_Positioned, Projector):
     """``depth`` Linear layers with GELU between: ``(B, T, in_dim) -> (B, T, out_dim)``.
 
-    ``pos_embed_grid``: add learned row + column embeddings for a ``G x G`` token grid (module doc).
+    ``pos_embed_grid``: add learned row + column embeddings for a ``G x G`` token grid;
+    ``zero_init_last``: start the last Linear at zero (module doc).
     """
 
     tiny_config = {"in_dim": 8, "out_dim": 16}
     default_depth = 2
 
     def __init__(
-        self, in_dim: int, out_dim: int, depth: int | None = None, pos_embed_grid: int | None = None
+        self,
+        in_dim: int,
+        out_dim: int,
+        depth: int | None = None,
+        pos_embed_grid: int | None = None,
+        zero_init_last: bool = False,
     ) -> None:
         depth = self.default_depth if depth is None else depth
         _check_dims(f"mlp{depth}x_gelu", in_dim, out_dim)
@@ -116,6 +148,7 @@ class MLPGeluProjector(_Positioned, Projector):
             layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         super().__init__(*layers)
         self._add_positions(pos_embed_grid, out_dim)
+        self._zero_last(f"mlp{depth}x_gelu", zero_init_last)
 
     @classmethod
     def describe(
