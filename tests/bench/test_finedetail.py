@@ -48,21 +48,20 @@ def test_conversation_is_one_multiturn_llava_record_with_true_answers():
     assert record["image"].size == (256, 256)
 
 
-def test_caption_reads_every_glyph_then_every_colour_in_raster_order():
+def test_captions_read_every_glyph_and_every_colour_in_raster_order():
     record = generate(TaskSpec(grid=4, image_size=128), seed=1, sizes={"train": 1})["train"][0]
-    prompt, glyphs, colour_prompt, colours = record["caption"]
-    assert [t["from"] for t in record["caption"]] == ["human", "gpt", "human", "gpt"]
-    assert prompt["value"].startswith("<image>\n") and prompt["value"].count("<image>") == 1
-    assert "<image>" not in colour_prompt["value"]
     board = record["board"]
-    assert len(glyphs["value"]) == len(colours["value"]) == 16
     cells = [(r, c) for r in range(4) for c in range(4)]
-    assert [glyphs["value"][4 * r + c] for r, c in cells] == [board.glyphs[r][c] for r, c in cells]
+    for key in fd.CAPTIONS:
+        prompt, answer = record[key]
+        assert (prompt["from"], answer["from"]) == ("human", "gpt")
+        assert prompt["value"].startswith("<image>\n") and prompt["value"].count("<image>") == 1
+        assert len(answer["value"]) == 16
+    glyphs, colours = record["caption"][1]["value"], record["colours"][1]["value"]
+    assert [glyphs[4 * r + c] for r, c in cells] == [board.glyphs[r][c] for r, c in cells]
     initials = {name[0]: name for name in COLOURS}
     assert len(initials) == len(COLOURS)  # an initial names one colour
-    assert [initials[colours["value"][4 * r + c]] for r, c in cells] == [
-        board.colours[r][c] for r, c in cells
-    ]
+    assert [initials[colours[4 * r + c]] for r, c in cells] == [board.colours[r][c] for r, c in cells]
 
 
 def test_read_accuracy_counts_caption_characters(monkeypatch):
@@ -73,18 +72,14 @@ def test_read_accuracy_counts_caption_characters(monkeypatch):
     captions = fd.items(model, data["test"], pixels, key="caption")
     shift = model.num_visual_tokens - 1
     spans = [fd._answer_spans(item["input_ids"], item["labels"], shift) for item in captions]
-    length = max(pos for item_spans in spans for span in item_spans for pos, _ in span) + 1
+    length = max(pos for item_spans in spans for pos, _ in item_spans[0]) + 1
     predicted = torch.zeros(2, length, dtype=torch.long)
-    for b, item_spans in enumerate(spans):
-        assert len(item_spans) == 2  # the glyphs, then the colour initials
-        for pos, tok in item_spans[0] + item_spans[1]:
+    for b, (span,) in enumerate(spans):
+        for pos, tok in span:
             predicted[b, pos - 1] = tok
-    # one wrong glyph (5th character of the second board, after a space), two wrong colour initials
-    for b, wrong in ((1, spans[1][0][5][0] - 1), (0, spans[0][1][3][0] - 1),
-                     (1, spans[1][1][9][0] - 1)):  # fmt: skip
-        predicted[b, wrong] = 0 if predicted[b, wrong] else 1  # any other token
+    wrong = spans[1][0][5][0] - 1  # the 5th character of the second board (after a space)
+    predicted[1, wrong] = 0 if predicted[1, wrong] else 1  # any other token
     monkeypatch.setattr(fd, "_predictions", lambda m, d, b: iter([(0, predicted, spans)]))
-    # 2 x 64 glyphs, one wrong; the colours are not counted
     assert fd.read_accuracy(model, captions, batch=2) == pytest.approx(127 / 128)
 
 
@@ -94,13 +89,14 @@ def test_unknown_caption_stage_is_named():
         fd.Settings(caption_stages=("finetune", "stage2"))
 
 
-def test_stage_items_mix_the_questions_and_captions_as_set():
-    train = {"conversations": ["q1", "q2"], "caption": ["c1", "c2"]}
-    s = fd.Settings(caption_stages=("pretrain",), questions_per_caption=3)
-    assert sorted(fd.stage_items(train, "pretrain", s)) == ["c1", "c2"] + ["q1"] * 3 + ["q2"] * 3
+def test_stage_items_mix_questions_and_captions_in_the_set_ratio():
+    train = {"conversations": ["q1", "q2"], "caption": ["c1", "c2"], "colours": ["k1", "k2"]}
+    s = fd.Settings(caption_stages=("pretrain",), question_repeats=3)
+    expected = ["c1", "c2", "k1", "k2"] + ["q1"] * 3 + ["q2"] * 3
+    assert sorted(fd.stage_items(train, "pretrain", s)) == expected
     assert fd.stage_items(train, "finetune", s) == ["q1", "q2"]
-    with pytest.raises(ValueError, match="questions_per_caption must be a positive int, got 0"):
-        fd.Settings(questions_per_caption=0)
+    with pytest.raises(ValueError, match="question_repeats must be a positive int, got 0"):
+        fd.Settings(question_repeats=0)
 
 
 def test_lr_view_is_the_bilinear_downsample_the_mgm_model_makes():
@@ -172,7 +168,7 @@ def test_miniature_run_json_and_outputs(tmp_path, monkeypatch, caption_stages):
     assert "trained here" in result.output and "MGM" in result.output
     assert "board read" in result.output
     stage1 = "stage 1 (miner + projector, LLM frozen; on the questions)"
-    stage2 = "stage 2 (+ LLM; on the questions and the boards' captions, 4:1)"
+    stage2 = "stage 2 (+ LLM; on the questions (x4) and the boards' captions)"
     assert stage1 in result.output
     assert (stage2 in result.output) == bool(caption_stages)
     report = json.loads(path.read_text())

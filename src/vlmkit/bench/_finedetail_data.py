@@ -6,9 +6,9 @@ sized to be legible at the HR size and not at the LR size (the LR view is a 4x b
 downsample). One cell (or two) is marked with a white (and a black) frame, thick enough to be
 seen at the LR size. Every image gets one multi-turn conversation about the marked places: *fine*
 questions ("Which character is in the white frame?") and *coarse* ones ("Which colour is in the
-black frame?", the cell's background). Every image also gets a caption, "Read the board."
+black frame?", the cell's background). Every image also gets two captions, "Read the board."
 answered with all its characters in raster order (64 glyph labels where a question gives one),
-then "Name the colours." answered with every cell's colour initial, which the benchmark mixes
+and "Name the colours." answered with every cell's colour initial, which the benchmark mixes
 into its training stages.
 
 Splits are disjoint by construction: image ``i`` of split ``s`` is drawn from the random stream
@@ -134,14 +134,20 @@ COLOURS_PROMPT = "Name the colours."
 
 
 def caption(board: Board) -> list[dict]:
-    """The board's caption as two LLaVA exchanges: :data:`CAPTION_PROMPT` after ``<image>``,
-    answered with every cell's character in raster order, then :data:`COLOURS_PROMPT`, answered
-    with every cell's colour initial in raster order (no separators: ``grid * grid`` characters
-    each; the initials of :data:`COLOURS` are distinct)."""
+    """The board's caption as LLaVA turns: :data:`CAPTION_PROMPT` after ``<image>``, answered with
+    every cell's character in raster order, without separators (``grid * grid`` characters)."""
     return [
         {"from": "human", "value": f"<image>\n{CAPTION_PROMPT}"},
         {"from": "gpt", "value": "".join("".join(row) for row in board.glyphs)},
-        {"from": "human", "value": COLOURS_PROMPT},
+    ]
+
+
+def colour_caption(board: Board) -> list[dict]:
+    """The board's colours as LLaVA turns: :data:`COLOURS_PROMPT` after ``<image>``, answered with
+    every cell's colour initial in raster order (``grid * grid`` characters; the initials of
+    :data:`COLOURS` are distinct)."""
+    return [
+        {"from": "human", "value": f"<image>\n{COLOURS_PROMPT}"},
         {"from": "gpt", "value": "".join(colour[0] for row in board.colours for colour in row)},
     ]
 
@@ -163,8 +169,9 @@ def conversation(board: Board, rng: random.Random) -> tuple[list[dict], list[str
     return turns, [kind for kind, _, _ in asked]
 
 def generate(spec: TaskSpec, seed: int, sizes: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
-    """Records per split: ``{"id", "image" (PIL), "conversations", "kinds", "caption", "board"}``
-    (``conversations``: the questions, see :func:`conversation`; ``caption``: :func:`caption`).
+    """Records per split: ``{"id", "image" (PIL), "conversations", "kinds", "caption", "colours",
+    "board"}`` (``conversations``: the questions, see :func:`conversation`; ``caption``:
+    :func:`caption`; ``colours``: :func:`colour_caption`).
 
     ``sizes``: images per split name (``train``, ``val``, ``test``). Boards repeated across splits
     are redrawn, so no image of one split appears in another.
@@ -194,6 +201,7 @@ def generate(spec: TaskSpec, seed: int, sizes: dict[str, int]) -> dict[str, list
                     "conversations": turns,
                     "kinds": kinds,
                     "caption": caption(board),
+                    "colours": colour_caption(board),
                     "board": board,
                 }
             )

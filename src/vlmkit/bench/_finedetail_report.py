@@ -66,19 +66,19 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def stage_data(caption_stages: Sequence[str], stage: str, questions_per_caption: int = 1) -> str:
+def stage_data(caption_stages: Sequence[str], stage: str, question_repeats: int = 1) -> str:
     """What ``stage`` (``"pretrain"`` or ``"finetune"``) trains on, in words."""
     if stage not in caption_stages:
         return "the questions"
-    ratio = f", {questions_per_caption}:1" if questions_per_caption != 1 else ""
-    return f"the questions and the boards' captions{ratio}"
+    repeats = f" (x{question_repeats})" if question_repeats != 1 else ""
+    return f"the questions{repeats} and the boards' captions"
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The report as markdown: settings, table, stage-0 probes, the example conversation."""
     s, machine = report["settings"], report["machine"]
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    stage1, stage2 = (stage_data(s["caption_stages"], stage, s["questions_per_caption"])
+    stage1, stage2 = (stage_data(s["caption_stages"], stage, s["question_repeats"])
                       for stage in ("pretrain", "finetune"))  # fmt: skip
     lines = [
         "# vlmkit fine-detail benchmark",

@@ -49,6 +49,7 @@ from vlmkit.data.conversation import IGNORE_INDEX, IMAGE_TOKEN_INDEX, build_exam
 from vlmkit.data.processor import ImageProcessor, lr_view
 
 MODELS = ("lr_only", "hr_tokens", "mgm")
+CAPTIONS = ("caption", "colours")  # the records' caption conversations: glyphs, colour initials
 STAGES = ("pretrain", "finetune")  # MGM's stage 1 and stage 2
 LABELS = {"lr_only": "LR-only", "hr_tokens": "HR-tokens", "mgm": "MGM"}
 TEMPLATE = "vicuna_v1"
@@ -91,9 +92,10 @@ class Settings:
     # per image starved the miner (MGM 35% fine over 3 seeds); with glyph-only captions the colour
     # answers collapsed for 2 of 3 stage-0 LLMs (docs/benchmarks.md, "Sixth session").
     caption_stages: tuple[str, ...] = STAGES
-    # How often each image's questions appear in a stage's data per caption (a caption has 128
-    # answer characters, the questions a few; at 1:1 the colour answers fell to 48%).
-    questions_per_caption: int = 4
+    # How many times each image's questions appear in a stage's data that has the captions (each
+    # caption once): a caption has 64 answer characters, the questions a few; with them once
+    # each, the colour answers fell to 48%.
+    question_repeats: int = 4
     # Start the projector's last layer at zero (``zero_init_last``): with random visual tokens at
     # its start, stage 1 through a frozen LLM sat at chance on the captions for some LLMs.
     zero_init_projector: bool = True
@@ -104,9 +106,9 @@ class Settings:
         if unknown:
             raise ValueError(f"caption_stages has unknown stage(s) {sorted(unknown)}; "
                              f"expected names from {STAGES}")  # fmt: skip
-        n = self.questions_per_caption
+        n = self.question_repeats
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"questions_per_caption must be a positive int, got {n!r}")
+            raise ValueError(f"question_repeats must be a positive int, got {n!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -242,7 +244,8 @@ def items(
     model: Any, records: list[dict[str, Any]], pixels: torch.Tensor, key: str = "conversations"
 ) -> list[dict[str, Any]]:
     """Training items ``{"input_ids", "labels", "pixels", "id"}`` as the LLaVA dataset makes them
-    from each record's ``key`` turns (``"conversations"``: the questions; ``"caption"``),
+    from each record's ``key`` turns (``"conversations"``: the questions; or one of
+    :data:`CAPTIONS`),
     ``pixels`` being the model's processor output for the image's tensor
     (see :func:`model_pixels`)."""
     tok = model.llm.tokenizer
@@ -316,20 +319,20 @@ def evaluate(
 
 
 def read_accuracy(model: Any, data: list[dict[str, Any]], batch: int) -> float:
-    """How well ``model`` reads whole boards: the fraction of the characters of the captions' first
-    answer (the board's glyphs, raster order; not the colour initials after it) predicted right
-    (teacher-forced, greedy), counting the tokens that hold text (with the byte-level tokenizer,
-    one per character), not the end of turn or whitespace. ``data``: caption items (:func:`items`
-    with ``key="caption"``)."""
+    """How well ``model`` reads whole boards: the fraction of the glyph captions' answer tokens
+    predicted right (teacher-forced, greedy), counting the tokens that hold text (with the
+    byte-level tokenizer, one per character), not the end of turn or whitespace. ``data``: glyph
+    caption items (:func:`items` with ``key="caption"``)."""
     decode = model.llm.tokenizer.decode
     right = total = 0
     for _, predicted, spans in _predictions(model, data, batch):
         for b, item_spans in enumerate(spans):
-            for pos, tok in item_spans[0][:-1]:
-                truth = decode([tok]).strip()
-                if truth:
-                    right += decode([int(predicted[b, pos - 1])]).strip() == truth
-                    total += 1
+            for span in item_spans:
+                for pos, tok in span[:-1]:
+                    truth = decode([tok]).strip()
+                    if truth:
+                        right += decode([int(predicted[b, pos - 1])]).strip() == truth
+                        total += 1
     return right / max(1, total)
 
 
@@ -393,19 +396,20 @@ def _items(
     model: Any, records: list[dict[str, Any]], hr: torch.Tensor, s: Settings
 ) -> dict[str, list]:
     """A model's items of ``records`` (HR pixels ``hr``) per conversation: ``"conversations"``,
-    and ``"caption"`` when a stage trains on the captions (see :func:`items`)."""
+    and the :data:`CAPTIONS` when a stage trains on them (see :func:`items`)."""
     pixels = model_pixels(model, hr)
-    keys = ("conversations", "caption") if s.caption_stages else ("conversations",)
+    keys = ("conversations", *CAPTIONS) if s.caption_stages else ("conversations",)
     return {key: items(model, records, pixels, key) for key in keys}
 
 
 def stage_items(train: dict[str, list], stage: str, s: Settings) -> list[dict[str, Any]]:
     """What ``stage`` trains on, from a model's items per conversation (see :func:`_items`): the
-    questions, and when ``stage`` is in ``s.caption_stages`` the captions too, each image's
-    questions ``s.questions_per_caption`` times per caption."""
+    questions, and when ``stage`` is in ``s.caption_stages`` the :data:`CAPTIONS` too, each
+    image's questions then ``s.question_repeats`` times."""
     if stage not in s.caption_stages:
         return train["conversations"]
-    return train["conversations"] * s.questions_per_caption + train["caption"]
+    captions = [item for key in CAPTIONS for item in train[key]]
+    return train["conversations"] * s.question_repeats + captions
 
 
 def run(s: Settings | None = None, *, progress: bool = True,
@@ -551,8 +555,8 @@ def _main(quick: bool, seed: int, json_path: str | None, out: str, progress: boo
         "classification of the generated images (same budget per tower), the LLM on the "
         "conversations with each image given as symbols (one LLM for all three models); then "
         f"MGM's stage 1 (miner + projector, LLM frozen; on "
-        f"{stage_data(s.caption_stages, 'pretrain', s.questions_per_caption)}) and stage 2 "
-        f"(+ LLM; on {stage_data(s.caption_stages, 'finetune', s.questions_per_caption)}), the "
+        f"{stage_data(s.caption_stages, 'pretrain', s.question_repeats)}) and stage 2 "
+        f"(+ LLM; on {stage_data(s.caption_stages, 'finetune', s.question_repeats)}), the "
         "same budget for all three models."
     )
     report = run(s, progress=progress, log=click.echo)

@@ -64,7 +64,8 @@ class _GridPositions(nn.Module):
 
 
 class _Positioned(nn.Sequential):
-    """A Sequential projector that adds :class:`_GridPositions` after its layers when asked."""
+    """A Sequential projector with this module's options: :class:`_GridPositions` added after its
+    layers, the last Linear started at zero."""
 
     def _zero_last(self, name: str, zero_init_last: bool) -> None:
         if not isinstance(zero_init_last, bool):
