@@ -19,11 +19,11 @@ and the LLM on the conversations with each image given as symbols
 time; then MGM's stage 1 (miner + projector) and stage 2 (+ LLM) follow
 (:mod:`vlmkit.bench._finedetail_fit`), with the frozen towers' outputs computed once per image
 (:mod:`vlmkit.train.feature_cache`). Both stages train on the questions and the boards' captions
-(each board read out cell by cell, glyphs then colours: 64 glyph labels per image where the fine
-question gives one), the projector starting at zero; :class:`Settings` says why. The questions
-ask about framed cells (visible at both sizes), so the tiny LLM need not learn to map "row r,
-column c" to a token (the projectors' ``pos_embed_grid`` option is the general tool for that).
-Accuracy is exact match of each answer, all of an image's questions answered in one
+(each board's glyphs, and its colours, read out cell by cell: 64 glyph labels per image where
+the fine question gives one), the projector starting at zero; :class:`Settings` says why. The
+questions ask about framed cells (visible at both sizes), so the tiny LLM need not learn to map
+"row r, column c" to a token (the projectors' ``pos_embed_grid`` option is the general tool for
+that). Accuracy is exact match of each answer, all of an image's questions answered in one
 teacher-forced pass with the true earlier answers in the history (what greedy decoding of each
 answer would produce given that history).
 
