@@ -94,7 +94,7 @@ class Settings:
     caption_stages: tuple[str, ...] = STAGES
     # How many times each image's questions appear in a stage's data that has the captions (each
     # caption once): a caption has 64 answer characters, the questions a few; with them once
-    # each, the colour answers fell to 48%.
+    # each (glyph captions only), the colour answers fell to 48%.
     question_repeats: int = 4
     # Start the projector's last layer at zero (``zero_init_last``): with random visual tokens at
     # its start, stage 1 through a frozen LLM sat at chance on the captions for some LLMs.
@@ -467,8 +467,8 @@ def run(s: Settings | None = None, *, progress: bool = True,
         with cache_frozen_towers(model):  # the towers are frozen: each image's features once
             for stage, steps, lr in zip(STAGES, (s.stage1_steps, s.stage2_steps),
                                         (s.stage1_lr, s.stage2_lr)):  # fmt: skip
-                stages[stage] = fit(model, stage_items(train, stage, s), stage=stage, steps=steps, lr=lr,
-                                    batch=s.batch, seed=s.seed, progress=progress,
+                stages[stage] = fit(model, stage_items(train, stage, s), stage=stage, steps=steps,
+                                    lr=lr, batch=s.batch, seed=s.seed, progress=progress,
                                     lr_multipliers={"miner": s.miner_lr_multiplier})  # fmt: skip
             read_acc = (read_accuracy(model, test_items["caption"], s.batch)
                         if s.caption_stages else None)  # fmt: skip
