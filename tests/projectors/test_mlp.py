@@ -36,18 +36,22 @@ def test_wrong_token_count_and_bad_grid_are_named():
         vlmkit.create("projector", "mlp2x_gelu", in_dim=8, out_dim=16, pos_embed_grid=0)
 
 
-def test_builder_accepts_the_keyword():
-    config = {
+def tiny_config(projector):
+    """A tiny LLaVA-style config (16 visual tokens) with ``projector`` as its projector spec."""
+    return {
         "lr_encoder": {"name": "hf-clip-vit", "config": {"hidden_size": 16, "intermediate_size": 32,
                        "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32,
                        "patch_size": 8}},
         "miner": {"name": "identity"},
-        "projector": {"name": "mlp2x_gelu", "pos_embed_grid": 4},
+        "projector": projector,
         "llm": {"name": "hf-causal-lm", "tokenizer": "byte-level", "config": {
             "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
             "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 260}},
     }  # fmt: skip
-    model = vlmkit.build(config)
+
+
+def test_builder_accepts_the_keyword():
+    model = vlmkit.build(tiny_config({"name": "mlp2x_gelu", "pos_embed_grid": 4}))
     tokens = model.encode_images(torch.randn(2, 3, 32, 32))
     assert tokens.shape == (2, 16, 32)
 
@@ -81,3 +85,9 @@ def test_zero_init_last_with_positions_gives_the_positions_and_bad_values_are_na
     torch.testing.assert_close(out[0, 3], pos.row[1] + pos.column[1])
     with pytest.raises(ValueError, match="zero_init_last must be True or False, got 'yes'"):
         vlmkit.create("projector", "linear", in_dim=8, out_dim=16, zero_init_last="yes")
+
+
+def test_plan_names_a_bad_zero_init_last_before_building():
+    config = tiny_config({"name": "mlp2x_gelu", "zero_init_last": 1})
+    with pytest.raises(vlmkit.ConfigError, match="zero_init_last must be True or False, got 1"):
+        vlmkit.plan(config)

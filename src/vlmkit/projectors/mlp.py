@@ -41,6 +41,13 @@ def _check_grid(name: str, grid: int | None) -> None:
         )
 
 
+def _check_zero_init(name: str, zero_init_last: bool) -> None:
+    if not isinstance(zero_init_last, bool):
+        raise ValueError(
+            f"projector {name!r}: zero_init_last must be True or False, got {zero_init_last!r}"
+        )
+
+
 class _GridPositions(nn.Module):
     """Learned row and column embeddings of a ``grid x grid`` token layout, raster order."""
 
@@ -67,11 +74,7 @@ class _Positioned(nn.Sequential):
     """A Sequential projector with this module's options: :class:`_GridPositions` added after its
     layers, the last Linear started at zero."""
 
-    def _zero_last(self, name: str, zero_init_last: bool) -> None:
-        if not isinstance(zero_init_last, bool):
-            raise ValueError(
-                f"projector {name!r}: zero_init_last must be True or False, got {zero_init_last!r}"
-            )
+    def _zero_last(self, zero_init_last: bool) -> None:
         if zero_init_last:
             last = [layer for layer in self if isinstance(layer, nn.Linear)][-1]
             nn.init.zeros_(last.weight)
@@ -108,16 +111,23 @@ class LinearProjector(_Positioned, Projector):
     ) -> None:
         _check_dims("linear", in_dim, out_dim)
         _check_grid("linear", pos_embed_grid)
+        _check_zero_init("linear", zero_init_last)
         super().__init__(nn.Linear(in_dim, out_dim))
         self._add_positions(pos_embed_grid, out_dim)
-        self._zero_last("linear", zero_init_last)
+        self._zero_last(zero_init_last)
 
     @classmethod
     def describe(
-        cls, in_dim: int, out_dim: int, pos_embed_grid: int | None = None, **_: Any
+        cls,
+        in_dim: int,
+        out_dim: int,
+        pos_embed_grid: int | None = None,
+        zero_init_last: bool = False,
+        **_: Any,
     ) -> ProjectorInfo:
         _check_dims("linear", in_dim, out_dim)
         _check_grid("linear", pos_embed_grid)
+        _check_zero_init("linear", zero_init_last)
         return ProjectorInfo(in_dim, out_dim)
 
 
@@ -142,6 +152,7 @@ class MLPGeluProjector(_Positioned, Projector):
         depth = self.default_depth if depth is None else depth
         _check_dims(f"mlp{depth}x_gelu", in_dim, out_dim)
         _check_grid(f"mlp{depth}x_gelu", pos_embed_grid)
+        _check_zero_init(f"mlp{depth}x_gelu", zero_init_last)
         if depth < 1:
             raise ValueError(f"projector mlpNx_gelu: depth must be >= 1, got {depth}")
         layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
@@ -149,14 +160,20 @@ class MLPGeluProjector(_Positioned, Projector):
             layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
         super().__init__(*layers)
         self._add_positions(pos_embed_grid, out_dim)
-        self._zero_last(f"mlp{depth}x_gelu", zero_init_last)
+        self._zero_last(zero_init_last)
 
     @classmethod
     def describe(
-        cls, in_dim: int, out_dim: int, pos_embed_grid: int | None = None, **_: Any
+        cls,
+        in_dim: int,
+        out_dim: int,
+        pos_embed_grid: int | None = None,
+        zero_init_last: bool = False,
+        **_: Any,
     ) -> ProjectorInfo:
         _check_dims("mlpNx_gelu", in_dim, out_dim)
         _check_grid("mlpNx_gelu", pos_embed_grid)
+        _check_zero_init("mlpNx_gelu", zero_init_last)
         return ProjectorInfo(in_dim, out_dim)
 
 
