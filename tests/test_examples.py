@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests._assets import smollm2_dir
+from vlmkit.llms.hf import resolve_path
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SLOW = {"smollm2_backbone.py"}  # dequantises a GGUF LLM (about 30 s)
 
@@ -32,6 +35,8 @@ def test_examples_exist():
 @pytest.mark.parametrize("path", _params())
 def test_example_runs(path, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    if smollm2_dir() is not None:
+        env["SMOLLM2_DIR"] = resolve_path(smollm2_dir())
     proc = subprocess.run(
         [sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True,
         timeout=600,

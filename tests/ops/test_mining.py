@@ -9,7 +9,7 @@ from unittest import mock
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -197,11 +197,16 @@ def test_torch_backend_matches_reference_float64(path, case):
 @pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=100, deadline=None)
 @given(case=cases())
+# A query LayerNorm over two channels: the LR gradient is a near-total cancellation, 5.4e-5 off in
+# the reference and 3.1e-4 in the folded order on one machine (6.8e-5 on another); the rounding
+# sensitivity of that cancellation is 1.5e-5 (it was 3.6e-7 when only the inputs were perturbed).
+@example(case=dict(cases_default, batch=1, side=3, window=3, lr_dim=2, hr_dim=2, affine=True,
+                   norm_bias=False, linear_bias=False, seed=38798))  # fmt: skip
 def test_torch_backend_float32_is_as_accurate_as_the_reference(path, case):
     # Float32 round-off differs between the two orders of computation, so both are measured
-    # against the float64 reference: the folded one may not be less accurate.
-    # Where the case is ill-conditioned (a LayerNorm over two channels), the bound also allows a
-    # multiple of the rounding sensitivity (tests/_accuracy.py).
+    # against the float64 reference: the folded one may not be less accurate than the reference
+    # plus a multiple of the case's rounding sensitivity, which grows where a LayerNorm is
+    # ill-conditioned (tests/_accuracy.py).
     case32 = build(case, torch.float32)
     reference = functools.partial(outputs_and_grads, "reference")
     exact = reference(*in_float64(*case32))
