@@ -1,4 +1,4 @@
-"""Mini-Gemini's computation restated from DESIGN.md §4 for equivalence tests, without vlmkit.
+"""Mini-Gemini's computation restated from the paper and its public code (docs/architecture.md) for equivalence tests, without vlmkit.
 
 Everything here uses torch, transformers and timm modules directly and follows MGM's own order of
 operations (``encode_images`` / ``unified_resampler``), so a vlmkit model built from the same

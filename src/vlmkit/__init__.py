@@ -1,8 +1,8 @@
 """vlmkit: swappable vision-language-model components.
 
-Public names only (see ``DESIGN.md``): registries (``register``, ``create``, ``available``), plugins
-(``hookimpl``, ``plugin_failures``), configs and the builder (``presets``, ``build``) and the model
-(``VisionLanguageModel``). ``vlmkit.ops`` and ``vlmkit.compat`` load on first use.
+Public names only (the contract is in ``docs/architecture.md``): registries (``register``,
+``create``, ``available``), plugins (``hookimpl``, ``plugin_failures``), configs and the builder
+(``presets``, ``plan``, ``build``) and the model (``VisionLanguageModel``). ``vlmkit.ops`` and ``vlmkit.compat`` load on first use.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ computation restated in ``tests/_mgm.py`` on the same weights; key mapping and i
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel, LlamaConfig
 from transformers import LlamaForCausalLM
+from transformers.utils import logging as hf_logging
 
 import vlmkit
 from tests import _mgm
@@ -151,6 +154,26 @@ def test_load_equals_the_mgm_computation(
         reference = _mgm.spliced_logits(parts["llm"], ids, expected)
         assert logits.shape == (1, len(ids) - 2 + 2 * 16 * views, 260)
         torch.testing.assert_close(logits, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_loading_a_release_and_its_tokenizer_warns_nothing(tmp_path):
+    # Official configs carry model_type "mgm" and Llama's "rope_scaling": null; neither may reach
+    # transformers' generic config loader, which warns about both on every load.
+    release, _, _ = write_release(tmp_path, config={"rope_scaling": None, "rope_theta": 10000.0})
+    logged: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: logged.append(record.getMessage())
+    hf_logger = hf_logging.get_logger("transformers")
+    hf_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = mgm.load(release)
+            assert model.llm.tokenizer("a b").input_ids
+    finally:
+        hf_logger.removeHandler(handler)
+    assert logged == []
+    assert [str(w.message) for w in caught if "transformers" in w.filename] == []
 
 
 def test_convert_state_dict_maps_every_key(tmp_path):

@@ -1,4 +1,4 @@
-"""``vlmkit.ops.patch_info_mining``: the reference against a restatement of DESIGN §4, every
+"""``vlmkit.ops.patch_info_mining``: the reference against a restatement of MGM's formula, every
 backend against the reference (outputs and gradients), fallbacks and error messages."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def projection(
 
 
 def restated(lr, hr, query_proj, key_proj, value_proj):
-    """DESIGN §4 restated with explicit loops: token (y, x) attends over HR pixels
+    """MGM's patch info mining restated with explicit loops: token (y, x) attends over HR pixels
     (y*M + m, x*M + k) in raster order, scores q·k/sqrt(C), nan_to_num, softmax, residual."""
     b, n, _ = lr.shape
     side = math.isqrt(n)
@@ -136,7 +136,7 @@ def build(case, dtype):
     return lr, hr, projections
 
 
-# --- the reference against DESIGN §4 -------------------------------------------------------------
+# --- the reference against MGM's formula ------------------------------------------------------
 
 
 @settings(max_examples=30, deadline=None)

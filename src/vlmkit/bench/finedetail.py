@@ -72,7 +72,7 @@ class Settings:
     llm_layers: int = 2
     # The LLM's weight init std (HF's default 0.02 is sized for widths in the thousands): at width
     # 64 with 0.02 it sat at chance on a 16-way readout of a glyph handed to it for ~1,000 steps;
-    # with 0.06 it learned it in 400 (docs/benchmarks.md, "Third session").
+    # with 0.06 it learned it in 400 (measured 2026-11-25, docs/benchmarks.md "What was tried").
     llm_init: float = 0.06
     stage0_steps: int = 150
     stage0_batch: int = 16
@@ -82,7 +82,7 @@ class Settings:
     stage1_steps: int = 800
     stage1_lr: float = 2e-3
     # Stage 2 keeps raising MGM's fine accuracy (one run: 37 / 45 / 56% after 200 / 400 / 800
-    # steps, docs/benchmarks.md "Fourth session"); 400 is what the 10-minute budget holds.
+    # steps, measured 2026-11-25); 400 is what the 10-minute budget holds.
     stage2_steps: int = 400
     stage2_lr: float = 2e-3
     miner_lr_multiplier: float = 1.0  # on the miner's learning rate in stages 1 and 2
@@ -90,7 +90,7 @@ class Settings:
     # "finetune" = stage 2; the LLM's stage 0 then learns them too). A caption gives every cell's
     # glyph and colour where the questions give one cell's. Without captions the one fine label
     # per image starved the miner (MGM 35% fine over 3 seeds); with glyph-only captions the colour
-    # answers collapsed for 2 of 3 stage-0 LLMs (docs/benchmarks.md, "Sixth session").
+    # answers collapsed for 2 of 3 stage-0 LLMs (measured 2026-11-25, docs/benchmarks.md "What was tried").
     caption_stages: tuple[str, ...] = STAGES
     # How many times each image's questions appear in a stage's data that has the captions (each
     # caption once): a caption has 64 answer characters, the questions a few; with them once

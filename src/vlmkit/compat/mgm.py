@@ -60,7 +60,7 @@ KNOWN_TOWERS = {
     ),
 }
 
-# MGM key -> vlmkit key, for every module MGM adds to the LLM (§4 of DESIGN.md).
+# MGM key -> vlmkit key, for every module MGM adds to the LLM (docs/architecture.md, "Checkpoint format").
 _VISION_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(r"^model\.vision_tower\.vision_tower\.vision_model\.(.+)$"),

@@ -198,7 +198,10 @@ class HFCausalLM(LLM):
                 tok = byte_level_tokenizer()
             else:
                 kwargs = {"gguf_file": self._gguf_file} if self._gguf_file else {}
-                tok = AutoTokenizer.from_pretrained(source, **kwargs)
+                # The model's own config tells transformers which tokenizer family to expect;
+                # without it the directory's config.json is read again, which in an MGM release
+                # (model_type "mgm") is unknown to transformers and warns on every load.
+                tok = AutoTokenizer.from_pretrained(source, config=self.model.config, **kwargs)
             if tok.pad_token is None:
                 tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
             self._tokenizer = tok

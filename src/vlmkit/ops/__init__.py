@@ -1,6 +1,6 @@
 """Functional ops with interchangeable backends (PyTorch reference, exact fast PyTorch, Triton).
 
-- :func:`patch_info_mining`: Mini-Gemini's patch info mining (DESIGN §4).
+- :func:`patch_info_mining`: Mini-Gemini's patch info mining (docs/architecture.md, "Mini-Gemini, as vlmkit computes it").
 """
 
 from vlmkit.ops.mining import patch_info_mining

@@ -1,7 +1,7 @@
 """Mini-Gemini's patch info mining as one functional op with interchangeable backends.
 
 ``patch_info_mining(lr, hr, query_proj, key_proj, value_proj, backend=...)`` returns
-``lr + mined`` exactly as DESIGN §4 defines it. Backends:
+``lr + mined`` exactly as MGM defines it (docs/architecture.md). Backends:
 
 - ``"reference"``: the literal MGM computation (every HR pixel projected to keys and values);
 - ``"torch"``: the exact folded shortcut in PyTorch (see :mod:`vlmkit.ops._folded`);
@@ -152,8 +152,8 @@ def patch_info_mining(
         backend: ``"auto"``, ``"reference"``, ``"torch"`` or ``"triton"``.
 
     Returns:
-        (B, N, C): ``lr + mean_2(softmax(nan_to_num(q k^T / sqrt(C))) v)`` per DESIGN §4, with the
-        residual adding the raw ``lr``.
+        (B, N, C): ``lr + mean_2(softmax(nan_to_num(q k^T / sqrt(C))) v)`` as MGM computes it,
+        with the residual adding the raw ``lr``.
 
     Raises:
         ValueError: for shapes that do not fit (naming the values) or an unknown backend.

@@ -1,4 +1,4 @@
-"""Mini-Gemini's two training stages as ``requires_grad`` settings (DESIGN §4).
+"""Mini-Gemini's two training stages as ``requires_grad`` settings (docs/architecture.md, "Training").
 
 ``pretrain``: the vision towers and the LLM are frozen; the miner and the projector learn.
 ``finetune`` (instruction tuning): the LLM, the miner and the projector learn; the towers stay
