@@ -5,6 +5,9 @@ it; ``pkg://<package>`` for weights shipped inside an installed package) or from
 ``config`` (``{"model_type": "llama", ...}``) for tiny random models and for describing real ones
 without their weights. The tokenizer loads lazily from ``tokenizer`` (a path or
 hub id, default: ``pretrained``) or is built locally with ``tokenizer="byte-level"``.
+``tokenizer_backend`` picks how a tokenizer directory is read: ``"transformers"`` (``AutoTokenizer``)
+or ``"llama-sentencepiece"`` (its ``tokenizer.model`` with transformers 4's slow ``LlamaTokenizer``
+semantics, as Mini-Gemini tokenizes; see :mod:`vlmkit.llms._sentencepiece`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 import vlmkit
 from vlmkit._context import should_load_pretrained
 from vlmkit.interfaces import LLM, LLMInfo
+from vlmkit.llms._sentencepiece import load_llama_sentencepiece
 from vlmkit.llms._tokenizers import byte_level_tokenizer
 
 PACKAGE_SCHEME = "pkg://"
@@ -86,6 +90,8 @@ def dequantized_copy(pretrained: str, gguf_file: str, *, cache: str | Path | Non
     return str(target)
 
 
+TOKENIZER_BACKENDS = ("transformers", "llama-sentencepiece")
+
 # The names the ``dtype`` keyword accepts (also what vlmkit.compat.mgm writes into configs).
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -140,10 +146,17 @@ class HFCausalLM(LLM):
         frozen: bool = False,
         attn_implementation: str | None = "sdpa",
         trust_remote_code: bool = False,
+        tokenizer_backend: str = "transformers",
     ) -> None:
         super().__init__()
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"llm dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if tokenizer_backend not in TOKENIZER_BACKENDS:
+            raise ValueError(
+                f"llm tokenizer_backend must be one of {list(TOKENIZER_BACKENDS)}, "
+                f"got {tokenizer_backend!r}"
+            )
+        self.tokenizer_backend = tokenizer_backend
         torch_dtype = DTYPES[dtype] if dtype else None
         pretrained = resolve_path(pretrained)
         hf_config = _hf_config(pretrained, config, gguf_file, trust_remote_code)
@@ -196,6 +209,8 @@ class HFCausalLM(LLM):
                 raise ValueError("hf-causal-lm has no tokenizer: pass `tokenizer` or `pretrained`")
             if source == "byte-level":
                 tok = byte_level_tokenizer()
+            elif self.tokenizer_backend == "llama-sentencepiece":
+                tok = load_llama_sentencepiece(source)
             else:
                 kwargs = {"gguf_file": self._gguf_file} if self._gguf_file else {}
                 # The model's own config tells transformers which tokenizer family to expect;
