@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from vlmkit.bridges.generation import ImageRequest, request_image, save_outputs
+from vlmkit.config import check_image_label
 from vlmkit.data.conversation import IMAGE_TOKEN
 
 DEFAULT_GEN_REQUEST = "Generate an image of what we talked about."
@@ -132,12 +133,16 @@ class ChatSession:
         seed: int | None = None,
         steps: int | None = None,
         size: int | None = None,
+        image_label: str | None = None,
     ) -> None:
         self.model = model
         self.bridge = bridge
         self.out_dir = Path(out_dir)
         self.max_new_tokens = max_new_tokens
         self.gen_kwargs = {"seed": seed, "steps": steps, "size": size}
+        # None: the model config's label for prompts with two or more images ("Image {index}:"
+        # for Mini-Gemini, as its CLI writes)
+        self.chat_kwargs = {} if image_label is None else {"image_label": image_label}
         self.reset()
 
     def reset(self) -> None:
@@ -161,7 +166,7 @@ class ChatSession:
         try:
             reply = self.model.chat(
                 self.images or None, [*self.messages, turn],
-                max_new_tokens=self.max_new_tokens, streamer=streamer,
+                max_new_tokens=self.max_new_tokens, streamer=streamer, **self.chat_kwargs,
             )
         except ValueError as err:  # e.g. a typed "<image>" without an image to go with it
             raise ChatError(str(err)) from None
@@ -179,6 +184,7 @@ class ChatSession:
             result = request_image(
                 self.model, self.images or None, [*self.messages, turn], bridge=self.bridge,
                 max_new_tokens=self.max_new_tokens, streamer=streamer, **self.gen_kwargs,
+                **self.chat_kwargs,
             )
         except (OSError, ValueError) as err:
             raise ChatError(f"image generation failed: {err}") from None
@@ -269,13 +275,22 @@ def _setup(model_spec: str, images: tuple[str, ...], bridge: str | None, pipelin
 @_with_bridge_options
 @click.option("--out-dir", default=".", show_default=True, help="Where /gen saves images.")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--image-label", default=None,
+              help="Label before each image of a prompt with two or more, '{index}' counting from 1 "
+                   "(default: the model's; MGM: 'Image {index}:'; '' for none).")
 @click.option("--device", default=None, help="torch device (default: CPU).")
-def chat_command(model_spec, images, bridge, pipeline, seed, steps, size, out_dir, max_new_tokens, device):
+def chat_command(model_spec, images, bridge, pipeline, seed, steps, size, out_dir, max_new_tokens,
+                 image_label, device):
     """Chat with a model: streamed replies; /image PATH, /gen [TEXT], /reset, /quit."""
     try:
+        if image_label is not None:
+            try:
+                check_image_label(image_label)
+            except ValueError as err:
+                raise ChatError(f"--image-label: {err}") from None
         model, opened, bridge_obj = _setup(model_spec, images, bridge, pipeline, seed, device)
         session = ChatSession(model, bridge=bridge_obj, out_dir=out_dir, max_new_tokens=max_new_tokens,
-                              seed=seed, steps=steps, size=size)
+                              seed=seed, steps=steps, size=size, image_label=image_label)
         for image in opened:
             session.add_image(image)
     except ChatError as err:

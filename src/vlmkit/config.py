@@ -70,6 +70,8 @@ class VLMConfig:
     - ``image_aspect_ratio``: ``"pad"`` (pad to square with the mean colour), ``"resize"`` or ``"crop"``;
     - ``image_grid`` / ``image_global``: MGM-HD views (grid 2 + a global view gives 5 LR views);
     - ``chat_template``: name of a template in :mod:`vlmkit.data.conversation`;
+    - ``image_label``: written before each ``<image>`` of a chat prompt with two or more images,
+      ``{index}`` counting from 1 (Mini-Gemini: ``"Image {index}:"``; default ``""``: no label);
     - ``training``: stage defaults for :mod:`vlmkit.train` (learning rates, batch sizes).
     """
 
@@ -85,6 +87,7 @@ class VLMConfig:
     image_grid: int = 1
     image_global: bool = False
     chat_template: str = "vicuna_v1"
+    image_label: str = ""
     training: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -113,6 +116,8 @@ class VLMConfig:
                 del data[slot]
         if int(data.get("image_grid", 1)) < 1:
             raise ConfigError(f"image_grid must be >= 1, got {data['image_grid']!r}")
+        if "image_label" in data:
+            check_image_label(data["image_label"])
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +142,25 @@ class VLMConfig:
 
     def copy(self) -> VLMConfig:
         return copy.deepcopy(self)
+
+
+def check_image_label(label: Any) -> str:
+    """``label`` if it is ``""`` or a format whose only field is ``{index}``; else ConfigError."""
+    example = "Image {index}:"
+    if not isinstance(label, str):
+        raise ConfigError(f"image_label must be a str such as {example!r}, got {label!r}")
+    if not label:
+        return label
+    try:
+        label.format(index=1)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"image_label {label!r} must be a format whose only field is '{{index}}' "
+            f"(e.g. {example!r}); {type(err).__name__}: {err}"
+        ) from None
+    if "{index}" not in label:
+        raise ConfigError(f"image_label {label!r} has no '{{index}}' (e.g. {example!r})")
+    return label
 
 
 def _preset_dir() -> Any:

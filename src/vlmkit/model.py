@@ -16,7 +16,8 @@ from torch import nn
 
 from vlmkit._splice import splice_visual_tokens
 from vlmkit.config import VLMConfig, load_config
-from vlmkit.data.conversation import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, get_template, tokenize_with_images
+from vlmkit._prompt import chat_prompt_ids
+from vlmkit.data.conversation import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, get_template
 from vlmkit.data.processor import ImageProcessor
 from vlmkit.interfaces import EncoderInfo
 
@@ -188,6 +189,7 @@ class VisionLanguageModel(nn.Module):
         messages: Sequence[dict[str, str]],
         *,
         template: str | None = None,
+        image_label: str | None = None,
         max_new_tokens: int = 128,
         do_sample: bool = False,
         streamer: Any = None,
@@ -196,7 +198,9 @@ class VisionLanguageModel(nn.Module):
         """Reply to ``messages`` (``[{"role": "user"|"assistant", "content": "<image>\\n..."}]``).
 
         ``images``: ``None``, a PIL image or a list of them, one per ``<image>`` in the messages. With
-        images and no placeholder, ``<image>\\n`` is put before the first user message.
+        images and no placeholder, one ``<image>\\n`` per image is put before the first user
+        message. A prompt with two or more images labels each with ``image_label`` (default: the
+        config's; Mini-Gemini's is ``"Image {index}:"``, giving ``Image 1:<image>``).
         """
         messages = [dict(m) for m in messages]
         image_list = _as_list(images)
@@ -205,17 +209,17 @@ class VisionLanguageModel(nn.Module):
             first_user = next((m for m in messages if m["role"] == "user"), None)
             if first_user is None:
                 raise ValueError("chat needs at least one user message")
-            first_user["content"] = IMAGE_TOKEN + "\n" + first_user["content"]
-            n_tags = 1 if len(image_list) == 1 else 0
+            first_user["content"] = (IMAGE_TOKEN + "\n") * len(image_list) + first_user["content"]
+            n_tags = len(image_list)
         if n_tags != len(image_list):
             raise ValueError(
                 f"the messages have {n_tags} {IMAGE_TOKEN} placeholder(s) but {len(image_list)} "
                 "image(s) were given"
             )
         chat_template = get_template(template or self.config.chat_template)
-        text = chat_template.render(messages, add_generation_prompt=True)
+        label = self.config.image_label if image_label is None else image_label
         tok = self.llm.tokenizer
-        ids = tokenize_with_images(text, tok, add_bos=chat_template.add_bos)
+        ids = chat_prompt_ids(messages, tok, chat_template, image_label=label)
         ids = torch.tensor([ids], dtype=torch.long)
         out = self.generate(
             ids,
