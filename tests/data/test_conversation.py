@@ -21,7 +21,9 @@ from vlmkit.data.conversation import (
     tokenize_with_images,
 )
 
-MGM_TEMPLATES = ["vicuna_v1", "gemma", "mistral_instruct", "chatml_direct", "llama_3", "plain"]
+MGM_TEMPLATES = [
+    "vicuna_v1", "gemma", "mistral_instruct", "llava_llama_2", "chatml_direct", "llama_3", "plain"
+]  # fmt: skip
 TEMPLATE_NAMES = [*MGM_TEMPLATES, "chatml", "smollm2"]
 
 TWO_TURNS = [
@@ -45,6 +47,12 @@ EXPECTED = {
     "mistral_instruct": (
         "[INST] <image>\nWhat is in the picture? [/INST] A cat. </s>"
         "<s>[INST] What colour is it? [/INST]"
+    ),
+    "llava_llama_2": (
+        "[INST] <<SYS>>\nYou are a helpful language and vision assistant. You are able to "
+        "understand the visual content that the user provides, and assist the user with a variety "
+        "of tasks using natural language.\n<</SYS>>\n\n<image>\nWhat is in the picture? [/INST] "
+        "A cat. </s><s>[INST] What colour is it? [/INST]"
     ),
     "chatml_direct": (
         "<|im_start|>system\nAnswer the questions.<|im_end|>"

@@ -10,9 +10,13 @@ directory or hub id) and ``mm_vision_tower_aux`` (an open_clip ConvNeXt director
 
 :func:`load` rebuilds the same computation as a :class:`~vlmkit.model.VisionLanguageModel`:
 ``hf-clip-vit`` + ``openclip-convnext`` + ``patch_info_mining`` + the MGM projector + the LLM
-(loaded by transformers from the release directory, so its own key conversions apply). As in MGM,
-the CLIP weights in the checkpoint replace the tower directory's, and the ConvNeXt weights in it
-are used only when ``optimize_vision_tower_aux`` is set. :func:`convert_state_dict` maps MGM key
+(loaded by transformers from the release directory, so its own key conversions apply). Which
+tower weights come from the checkpoint follows the official loader (:mod:`vlmkit.compat._mgm_rules`):
+by default the CLIP weights are taken only from the shards it reads, the ConvNeXt weights only
+when ``optimize_vision_tower_aux`` is set; ``clip_weights=`` chooses otherwise. LLaMA-family
+sentencepiece tokenizers are read with transformers 4's slow semantics, as MGM reads them, and
+prompts with several images are labelled ``Image 1:<image>`` as MGM's CLI labels them.
+:func:`convert_state_dict` maps MGM key
 names to vlmkit's; a key it cannot place, or one whose shape differs from the model's, is an error
 that names it. Nothing is run from the release directory (``trust_remote_code`` stays off unless
 passed).
@@ -31,6 +35,12 @@ from safetensors import safe_open
 from torch import nn
 from transformers.utils import logging as transformers_logging
 
+from vlmkit.compat._mgm_rules import (
+    CLIP_WEIGHTS,
+    MGMFormatError,
+    checkpoint_vision_keys,
+    tokenizer_backend,
+)
 from vlmkit.llms.hf import DTYPES
 
 CONFIG_NAME = "config.json"
@@ -79,10 +89,6 @@ _LLM_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^(model\..+)$"), "llm.model.{0}"),
     (re.compile(r"^(lm_head\..+)$"), "llm.model.{0}"),
 )
-
-
-class MGMFormatError(ValueError):
-    """A directory, config field or weight does not fit the MGM release format."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -276,6 +282,7 @@ def _chat_template(llm: str, llm_config: Mapping[str, Any]) -> str:
 
 
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+MGM_IMAGE_LABEL = "Image {index}:"  # the official CLI's label when a prompt holds 2+ images
 
 
 def vlmkit_config(
@@ -325,11 +332,13 @@ def vlmkit_config(
             "config": {"model_type": llm, **llm_config},
             "dtype": dtype,
             "trust_remote_code": trust_remote_code,
+            "tokenizer_backend": tokenizer_backend(root, llm),
         },
         "image_aspect_ratio": "pad" if mgm.get("image_aspect_ratio") == "pad" else "crop",
         "image_grid": int(mgm.get("image_grid", 1)),
         "image_global": bool(mgm.get("image_global", False)),
         "chat_template": chat_template or _chat_template(llm, llm_config),
+        "image_label": MGM_IMAGE_LABEL,
     }
     lr_dim = int(mgm["mm_hidden_size"]) if "mm_hidden_size" in mgm else None
     aux = mgm.get("mm_vision_tower_aux")
@@ -360,6 +369,7 @@ def load(
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
+    clip_weights: str = "official",
 ) -> Any:
     """An MGM release directory as a :class:`~vlmkit.model.VisionLanguageModel` (eval mode).
 
@@ -367,7 +377,16 @@ def load(
     configs name directories on the authors' machines); ``chat_template`` replaces the one inferred
     from the backbone; ``dtype`` defaults to the release's ``torch_dtype``. Every MGM weight is
     checked by name and shape before the weights are loaded.
+
+    ``clip_weights``: ``"official"`` (default) takes the checkpoint's CLIP weights when the
+    official loader does, i.e. when they sit in the shards it reads (those holding ``vlm_uni`` /
+    ``vision_fpn`` / ``vision_stages`` keys), and the tower directory's otherwise;
+    ``"checkpoint"`` takes the checkpoint's wherever they sit; ``"tower"`` keeps the tower
+    directory's. The ConvNeXt weights come from the checkpoint only with
+    ``optimize_vision_tower_aux`` (with ``"official"``, only from the shards read).
     """
+    if clip_weights not in CLIP_WEIGHTS:
+        raise MGMFormatError(f"clip_weights must be one of {list(CLIP_WEIGHTS)}, got {clip_weights!r}")
     from vlmkit.builder import build
 
     root = Path(path)
@@ -396,8 +415,10 @@ def load(
     finally:
         transformers_logging.set_verbosity(verbosity)
     _check_llm(model.llm, [key for key in files if key not in set(vision_keys)])
-    use_aux = bool(mgm.get("optimize_vision_tower_aux", False))
-    wanted = [k for k in vision_keys if use_aux or not k.startswith("model.vision_tower_aux.")]
+    wanted = checkpoint_vision_keys(
+        files, vision_keys, clip_weights=clip_weights,
+        optimize_aux=bool(mgm.get("optimize_vision_tower_aux", False)),
+    )  # fmt: skip
     state = convert_state_dict(_read_tensors(files, wanted), expected=model.state_dict())
     own = model.state_dict()
     required = [k for k in own if k.startswith(("miner.", "projector."))]

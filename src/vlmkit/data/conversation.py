@@ -1,8 +1,8 @@
 """Chat templates as data, and the step from a conversation to token ids and labels.
 
 A :class:`ChatTemplate` holds the text around each turn for one of Mini-Gemini's conversation
-formats (``vicuna_v1``, ``gemma``, ``mistral_instruct``, ``chatml_direct``, ``llama_3``,
-``plain``) and for other backbones (``chatml``, ``smollm2``); one generic renderer writes them
+formats (``vicuna_v1``, ``gemma``, ``mistral_instruct``, ``llava_llama_2``, ``chatml_direct``,
+``llama_3``, ``plain``) and for other backbones (``chatml``, ``smollm2``); one generic renderer writes them
 all, so the text is checkable field by field. The rendered text keeps ``<image>`` placeholders:
 :func:`tokenize_with_images` turns each into the id ``IMAGE_TOKEN_INDEX`` (-200), which the model
 later replaces by the image's visual tokens.
@@ -174,6 +174,17 @@ CHAT_TEMPLATES: dict[str, ChatTemplate] = {
         ),
         ChatTemplate(
             name="mistral_instruct",
+            system_format="<<SYS>>\n{system}\n<</SYS>>\n\n",
+            system_in_first_user=True,
+            user_format="[INST] {content} [/INST]",
+            answer_format=" {content} </s>",
+            round_sep="<s>",
+            stop_str="</s>",
+        ),
+        # LLaVA's Llama-2 format, which MGM keeps: mistral_instruct with a default system text.
+        ChatTemplate(
+            name="llava_llama_2",
+            system=_VISION_ASSISTANT_SYSTEM,
             system_format="<<SYS>>\n{system}\n<</SYS>>\n\n",
             system_in_first_user=True,
             user_format="[INST] {content} [/INST]",
