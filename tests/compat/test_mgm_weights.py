@@ -141,3 +141,26 @@ def test_bad_clip_weights_is_named(tmp_path):
     release, _, _ = write_release(tmp_path)
     with pytest.raises(mgm.MGMFormatError, match="clip_weights must be one of .* got 'hub'"):
         mgm.load(release, clip_weights="hub")
+
+
+def test_hr_tower_is_deterministic_and_the_documented_recipe_is_not():
+    """vlmkit runs the ConvNeXt in eval mode; docs/mgm-weights.md's recipe (timm DropPath modules
+    in training mode, as the official code leaves its tower) makes outputs vary per run."""
+    from timm.layers import DropPath
+
+    import vlmkit
+
+    torch.manual_seed(0)
+    model = vlmkit.build("mgm-tiny").eval()
+    blocks = [block for stage in model.hr_encoder.vision_stages for block in stage.blocks]
+    with torch.no_grad():
+        for block in blocks:
+            block.gamma.fill_(1.0)  # trained-like layer scales (the tiny init is 1e-6)
+        pixels = torch.randn(1, 3, 128, 128)
+        first = model.encode_images(pixels)
+        assert torch.equal(model.encode_images(pixels), first)
+        for block, rate in zip(blocks, torch.linspace(0, 0.1, len(blocks)).tolist()):
+            block.drop_path = DropPath(rate)
+        torch.manual_seed(1)
+        runs = [model.encode_images(pixels) for _ in range(4)]
+    assert any((run - first).abs().max() > 1e-3 * first.abs().max() for run in runs)
