@@ -37,7 +37,10 @@ WORDS = (
     "using natural Answer USER ASSISTANT INST SYS system model eos Image"
 ).split()
 # Words the tiny vocabulary lacks (byte fallback), digits, punctuation and whitespace runs.
-OTHER = ("zebra", "naïve", "猫", "😀", "2024", "3.5", "x", "—", "?", "!", ",", ".", ":", "'s", "▁")
+OTHER = (
+    "zebra", "naïve", "猫", "😀", "2024", "3.5", "x", "—", "?", "!", ",", ".", ":", "'s",
+    "▁",
+)  # fmt: skip
 
 
 def write_sentencepiece_tokenizer(
@@ -88,7 +91,9 @@ def write_sentencepiece_tokenizer(
     if legacy is not None:
         config["legacy"] = legacy
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    special_map = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>", "unk_token": "<unk>"}
+    special_map = {
+        "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>", "unk_token": "<unk>"
+    }  # fmt: skip
     if added:
         special_map["additional_special_tokens"] = list(added)
     (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2))
@@ -137,7 +142,8 @@ class SlowLlamaReference:
 
     def ids(self, text: str) -> list[int]:
         """``tokenizer(text).input_ids``: BOS / EOS as configured."""
-        body = [self.added[p] if p in self.added else self.sp.piece_to_id(p) for p in self.tokenize(text)]
+        pieces = self.tokenize(text)
+        body = [self.added[p] if p in self.added else self.sp.piece_to_id(p) for p in pieces]
         return [self.bos_id] * self.add_bos + body + [self.eos_id] * self.add_eos
 
 

@@ -19,7 +19,9 @@ from vlmkit.model import VisionLanguageModel
 def test_labels_only_with_two_or_more_images():
     assert label_images("USER: <image>\nhi", MGM_IMAGE_LABEL) == "USER: <image>\nhi"
     two = "USER: <image>\n<image>\nhi ASSISTANT: ok</s>USER: <image> more"
-    expected = "USER: Image 1:<image>\nImage 2:<image>\nhi ASSISTANT: ok</s>USER: Image 3:<image> more"
+    expected = (
+        "USER: Image 1:<image>\nImage 2:<image>\nhi ASSISTANT: ok</s>USER: Image 3:<image> more"
+    )
     assert label_images(two, MGM_IMAGE_LABEL) == expected == _mgm_text.cli_image_labels(two)
     assert label_images(two, "") == two
     assert label_images("<image><image>", "[{index}] ") == "[1] <image>[2] <image>"
@@ -112,7 +114,8 @@ def test_vlmkit_chat_labels_and_its_option(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, base, input="Compare.\n/quit\n")
     assert result.exit_code == 0, result.output
     assert "Image 1:<unk>\nImage 2:<unk>\nCompare." in prompts[-1]
-    result = CliRunner().invoke(cli, [*base, "--image-label", "#{index} "], input="Compare.\n/quit\n")
+    args = [*base, "--image-label", "#{index} "]
+    result = CliRunner().invoke(cli, args, input="Compare.\n/quit\n")
     assert result.exit_code == 0, result.output
     assert "#1 <unk>\n#2 <unk>\nCompare." in prompts[-1]
     result = CliRunner().invoke(cli, [*base, "--image-label", "Img {n}"], input="/quit\n")

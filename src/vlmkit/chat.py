@@ -276,8 +276,8 @@ def _setup(model_spec: str, images: tuple[str, ...], bridge: str | None, pipelin
 @click.option("--out-dir", default=".", show_default=True, help="Where /gen saves images.")
 @click.option("--max-new-tokens", type=int, default=128, show_default=True)
 @click.option("--image-label", default=None,
-              help="Label before each image of a prompt with two or more, '{index}' counting from 1 "
-                   "(default: the model's; MGM: 'Image {index}:'; '' for none).")
+              help="Label before each image of a prompt with two or more, '{index}' counting "
+                   "from 1 (default: the model's; MGM: 'Image {index}:'; '' for none).")
 @click.option("--device", default=None, help="torch device (default: CPU).")
 def chat_command(model_spec, images, bridge, pipeline, seed, steps, size, out_dir, max_new_tokens,
                  image_label, device):

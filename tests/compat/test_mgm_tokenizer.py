@@ -103,7 +103,8 @@ def test_prompt_ids_equal_the_official_slow_tokenizer(tokenizer_dirs, name, lega
     tokenizer = load_llama_sentencepiece(directory)
     template = get_template(name)
     leading_space = multi_image = 0
-    for turns in conversations(seed=zlib.crc32(f"{name}-{legacy}".encode()), count=PROMPTS_PER_TEMPLATE):
+    seed = zlib.crc32(f"{name}-{legacy}".encode())
+    for turns in conversations(seed=seed, count=PROMPTS_PER_TEMPLATE):
         prompt = _mgm_text.cli_image_labels(_mgm_text.official_prompt(name, turns))
         text = chat_prompt_text(_messages(turns), template, image_label=MGM_IMAGE_LABEL)
         assert text == prompt
@@ -136,7 +137,9 @@ def test_a_release_with_only_tokenizer_model_loads_and_chats(tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (release / name).unlink(missing_ok=True)
     # The tiny LLM has 260 ids: a vocabulary without byte fallback fits.
-    _mgm_text.write_sentencepiece_tokenizer(release, legacy=None, vocab_size=260, byte_fallback=False)
+    _mgm_text.write_sentencepiece_tokenizer(
+        release, legacy=None, vocab_size=260, byte_fallback=False
+    )
     assert not (release / "tokenizer.json").exists()
     model = mgm.load(release)
     tokenizer = model.llm.tokenizer

@@ -36,7 +36,8 @@ def reshard(release, shard_of) -> dict[str, str]:
 def by_module(key: str) -> str:
     """Small shards: the LLM, CLIP, the ConvNeXt stem, its stages, and MGM's own modules apart."""
     for prefix, name in (
-        ("model.vision_tower.vision_tower.", "clip"), ("model.vision_tower_aux.vision_stem.", "stem"),
+        ("model.vision_tower.vision_tower.", "clip"),
+        ("model.vision_tower_aux.vision_stem.", "stem"),
         ("model.vision_tower_aux.vision_stages.", "stages"), ("model.vlm_uni_", "uni"),
         ("model.mm_projector.", "uni"),
     ):  # fmt: skip
@@ -70,7 +71,8 @@ def test_clip_keys_in_a_shard_the_official_loader_skips(tmp_path):
     release, parts, _ = write_release(tmp_path)
     weight_map = reshard(release, by_module)
     files = {k: release / f for k, f in weight_map.items()}
-    assert {f.name for f in read_shards(files)} == {"model-stages.safetensors", "model-uni.safetensors"}
+    read = {f.name for f in read_shards(files)}
+    assert read == {"model-stages.safetensors", "model-uni.safetensors"}
     tower_clip = CLIPVisionModel.from_pretrained(str(tmp_path / "clip-vit-tiny")).eval()
     pixels = torch.randn(2, 3, 64, 64)
 
@@ -91,13 +93,15 @@ def test_clip_keys_beside_mining_keys_come_from_the_checkpoint(tmp_path):
     """A shard holding vlm_uni keys is read: its CLIP weights replace the tower's."""
     release, parts, _ = write_release(tmp_path)
     reshard(release, clip_beside_mining)
-    tokens, expected = _tokens(mgm.load(release), parts, torch.randn(1, 3, 64, 64), parts["clip_vision"])
+    pixels = torch.randn(1, 3, 64, 64)
+    tokens, expected = _tokens(mgm.load(release), parts, pixels, parts["clip_vision"])
     _assert_close(tokens, expected)
 
 
 def test_clip_split_between_read_and_skipped_shards_is_named(tmp_path):
     release, _, _ = write_release(tmp_path)
-    first_clip = sorted(k for k in load_file(str(release / mgm.SINGLE_FILE)) if ".vision_tower." in k)[0]
+    keys = load_file(str(release / mgm.SINGLE_FILE))
+    first_clip = sorted(k for k in keys if ".vision_tower." in k)[0]
     reshard(release, lambda k: "model-uni.safetensors" if k == first_clip else by_module(k))
     with pytest.raises(mgm.MGMFormatError) as err:
         mgm.load(release)

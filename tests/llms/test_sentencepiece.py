@@ -24,7 +24,9 @@ texts = st.lists(st.sampled_from(FRAGMENTS), max_size=12).map("".join)
 def directories(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
     return {
-        legacy: _mgm_text.write_sentencepiece_tokenizer(root / str(legacy), legacy=legacy, added=ADDED)
+        legacy: _mgm_text.write_sentencepiece_tokenizer(
+            root / str(legacy), legacy=legacy, added=ADDED
+        )
         for legacy in (True, False, None)
     }
 

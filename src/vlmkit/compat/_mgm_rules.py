@@ -1,16 +1,15 @@
 """What the official Mini-Gemini loader takes from a release, restated as rules.
 
-**Tower weights.** The official loader builds both towers from their own directories, then reads
-the weights it loads into MGM's modules from a subset of the checkpoint: only the shards (listed in
-``model.safetensors.index.json``) that hold at least one key containing ``vlm_uni``,
-``vision_fpn`` or ``vision_stages``. From what it read it takes every CLIP weight
-(``vision_tower.vision_tower.*``) and, only with ``optimize_vision_tower_aux``, the ConvNeXt stem and
-stages. So the checkpoint's CLIP replaces the tower directory's only when the CLIP keys sit in such
-shards: true of a single-file or two-shard release, not of one cut into small shards. A module whose
-keys are split between read and skipped shards makes the official loader fail (its
-``load_state_dict`` is strict); vlmkit raises :class:`MGMFormatError` there and names the switch.
-The official loader cannot read a release without an index (one ``model.safetensors``); vlmkit
-treats that file as one read shard.
+**Tower weights.** The official loader builds both towers from their own directories, then reads the
+weights it loads into MGM's modules from a subset of the checkpoint: only the shards (listed in
+``model.safetensors.index.json``) that hold at least one key containing ``vlm_uni``, ``vision_fpn``
+or ``vision_stages``. From what it read it takes every CLIP weight (``vision_tower.vision_tower.*``)
+and, only with ``optimize_vision_tower_aux``, the ConvNeXt stem and stages. So the checkpoint's CLIP
+replaces the tower directory's only when the CLIP keys sit in such shards: true of a single-file or
+two-shard release, not of one cut into small shards. A module whose keys are split between read and
+skipped shards makes the official loader fail (its ``load_state_dict`` is strict); vlmkit raises
+:class:`MGMFormatError` there and names the switch. The official loader cannot read a release
+without an index (one ``model.safetensors``); vlmkit treats that file as one read shard.
 
 **Tokenizer.** The official loader reads every non-Mixtral, non-Gemma tokenizer with
 ``use_fast=False``: LLaMA's sentencepiece ``tokenizer.model`` through transformers 4's slow
@@ -75,7 +74,9 @@ def checkpoint_vision_keys(
     ``"checkpoint"`` or ``"tower"``; ``optimize_aux``: the config's ``optimize_vision_tower_aux``).
     """
     if clip_weights not in CLIP_WEIGHTS:
-        raise MGMFormatError(f"clip_weights must be one of {list(CLIP_WEIGHTS)}, got {clip_weights!r}")
+        raise MGMFormatError(
+            f"clip_weights must be one of {list(CLIP_WEIGHTS)}, got {clip_weights!r}"
+        )
     towers = (CLIP_PREFIX, "model.vision_tower_aux.")
     wanted = [k for k in vision_keys if not k.startswith(towers)]
     shards = read_shards(files)

@@ -11,11 +11,12 @@ directory or hub id) and ``mm_vision_tower_aux`` (an open_clip ConvNeXt director
 :func:`load` rebuilds the same computation as a :class:`~vlmkit.model.VisionLanguageModel`:
 ``hf-clip-vit`` + ``openclip-convnext`` + ``patch_info_mining`` + the MGM projector + the LLM
 (loaded by transformers from the release directory, so its own key conversions apply). Which
-tower weights come from the checkpoint follows the official loader (:mod:`vlmkit.compat._mgm_rules`):
-by default the CLIP weights are taken only from the shards it reads, the ConvNeXt weights only
-when ``optimize_vision_tower_aux`` is set; ``clip_weights=`` chooses otherwise. LLaMA-family
-sentencepiece tokenizers are read with transformers 4's slow semantics, as MGM reads them, and
-prompts with several images are labelled ``Image 1:<image>`` as MGM's CLI labels them.
+tower weights come from the checkpoint follows the official loader
+(:mod:`vlmkit.compat._mgm_rules`): by default the CLIP weights are taken only from the shards
+it reads, the ConvNeXt weights only when ``optimize_vision_tower_aux`` is set; ``clip_weights=``
+chooses otherwise. LLaMA-family sentencepiece tokenizers are read with transformers 4's slow
+semantics, as MGM reads them, and prompts with several images are labelled ``Image 1:<image>``
+as MGM's CLI labels them.
 :func:`convert_state_dict` maps MGM key
 names to vlmkit's; a key it cannot place, or one whose shape differs from the model's, is an error
 that names it. Nothing is run from the release directory (``trust_remote_code`` stays off unless
@@ -386,7 +387,9 @@ def load(
     ``optimize_vision_tower_aux`` (with ``"official"``, only from the shards read).
     """
     if clip_weights not in CLIP_WEIGHTS:
-        raise MGMFormatError(f"clip_weights must be one of {list(CLIP_WEIGHTS)}, got {clip_weights!r}")
+        raise MGMFormatError(
+            f"clip_weights must be one of {list(CLIP_WEIGHTS)}, got {clip_weights!r}"
+        )
     from vlmkit.builder import build
 
     root = Path(path)

@@ -2,10 +2,10 @@
 
 A :class:`ChatTemplate` holds the text around each turn for one of Mini-Gemini's conversation
 formats (``vicuna_v1``, ``gemma``, ``mistral_instruct``, ``llava_llama_2``, ``chatml_direct``,
-``llama_3``, ``plain``) and for other backbones (``chatml``, ``smollm2``); one generic renderer writes them
-all, so the text is checkable field by field. The rendered text keeps ``<image>`` placeholders:
-:func:`tokenize_with_images` turns each into the id ``IMAGE_TOKEN_INDEX`` (-200), which the model
-later replaces by the image's visual tokens.
+``llama_3``, ``plain``) and for other backbones (``chatml``, ``smollm2``); one generic renderer
+writes them all, so the text is checkable field by field. The rendered text keeps ``<image>``
+placeholders: :func:`tokenize_with_images` turns each into the id ``IMAGE_TOKEN_INDEX`` (-200),
+which the model later replaces by the image's visual tokens.
 :func:`build_example` gives training ids and labels, supervising only the assistant's answers.
 """
 

@@ -4,8 +4,8 @@ Mini-Gemini loads its Vicuna and Yi tokenizers with ``use_fast=False`` (transfor
 text is split on the added and special tokens, and every other piece goes to sentencepiece on its
 own. transformers 5 reads ``tokenizer.model`` into a fast tokenizer instead, which writes one
 ``▁`` where the slow one writes two for a text that starts with a space (``" Describe"``:
-``['▁', '▁Describe']`` slow, ``['▁Describe']`` fast). :class:`LlamaSentencePieceTokenizer` keeps
-the slow semantics, both ``legacy`` modes:
+``['▁', '▁Describe']`` slow, ``['▁Describe']`` fast). :class:`LlamaSentencePieceTokenizer`
+keeps the slow semantics, both ``legacy`` modes:
 
 - ``legacy=True`` (transformers 4's default when ``tokenizer_config.json`` does not say): every
   piece between special tokens is encoded with sentencepiece's own dummy prefix;
@@ -83,7 +83,8 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
         if self.legacy or not text:
             return super().tokenize(text, **kwargs)
         tokens = super().tokenize(SPIECE_UNDERLINE + text.replace(SPIECE_UNDERLINE, " "), **kwargs)
-        if len(tokens) > 1 and tokens[0] == SPIECE_UNDERLINE and tokens[1] in self.all_special_tokens:
+        special = self.all_special_tokens
+        if len(tokens) > 1 and tokens[0] == SPIECE_UNDERLINE and tokens[1] in special:
             tokens = tokens[1:]
         return tokens
 

@@ -5,9 +5,9 @@ it; ``pkg://<package>`` for weights shipped inside an installed package) or from
 ``config`` (``{"model_type": "llama", ...}``) for tiny random models and for describing real ones
 without their weights. The tokenizer loads lazily from ``tokenizer`` (a path or
 hub id, default: ``pretrained``) or is built locally with ``tokenizer="byte-level"``.
-``tokenizer_backend`` picks how a tokenizer directory is read: ``"transformers"`` (``AutoTokenizer``)
-or ``"llama-sentencepiece"`` (its ``tokenizer.model`` with transformers 4's slow ``LlamaTokenizer``
-semantics, as Mini-Gemini tokenizes; see :mod:`vlmkit.llms._sentencepiece`).
+``tokenizer_backend`` picks how a tokenizer directory is read: ``"transformers"``
+(``AutoTokenizer``) or ``"llama-sentencepiece"`` (its ``tokenizer.model`` with transformers 4's
+slow ``LlamaTokenizer`` semantics, as Mini-Gemini tokenizes; see :mod:`vlmkit.llms._sentencepiece`).
 """
 
 from __future__ import annotations
