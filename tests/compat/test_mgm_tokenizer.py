@@ -16,7 +16,7 @@ from tests import _mgm_text
 from tests.compat.test_mgm import write_release
 from vlmkit._prompt import MGM_IMAGE_LABEL, chat_prompt_ids, chat_prompt_text
 from vlmkit.compat import mgm
-from vlmkit.compat._mgm_rules import tokenizer_backend
+from vlmkit.compat._mgm_rules import tokenizer_settings
 from vlmkit.data.conversation import get_template
 from vlmkit.llms._sentencepiece import LlamaSentencePieceTokenizer, load_llama_sentencepiece
 
@@ -172,23 +172,37 @@ def test_a_release_with_only_tokenizer_model_loads_and_chats(tmp_path):
     assert again.llm.tokenizer("<s> x").input_ids == tokenizer("<s> x").input_ids
 
 
+LEGACY_JSON = {"normalizer": {"type": "Sequence", "normalizers": [
+    {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+]}}  # fmt: skip
+METASPACE_JSON = {"normalizer": None, "pre_tokenizer": {"type": "Metaspace", "replacement": "▁"}}
+SLOW = {"tokenizer_backend": "llama-sentencepiece"}
+SLOW_LEGACY = {**SLOW, "tokenizer_kwargs": {"legacy": True}}
+FAST = {"tokenizer_backend": "transformers"}
+
+
 @pytest.mark.parametrize(
-    "files, tokenizer_class, llm, backend",
+    "model, tokenizer_json, tokenizer_class, llm, expected",
     [
-        (["tokenizer.model"], "LlamaTokenizer", "llama", "llama-sentencepiece"),
-        (["tokenizer.model"], None, "mixtral", "llama-sentencepiece"),  # no tokenizer.json
-        (["tokenizer.model", "tokenizer.json"], "LlamaTokenizer", "llama", "llama-sentencepiece"),
-        (["tokenizer.model", "tokenizer.json"], "LlamaTokenizerFast", "mixtral", "transformers"),
-        (["tokenizer.model"], "GemmaTokenizer", "gemma", "transformers"),
-        (["tokenizer.json"], "PreTrainedTokenizerFast", "llama", "transformers"),  # Llama-3
+        (True, None, "LlamaTokenizer", "llama", SLOW),  # Vicuna, Yi: use_fast=False
+        (True, METASPACE_JSON, "LlamaTokenizer", "llama", SLOW),
+        (True, None, None, "mixtral", SLOW_LEGACY),  # converted by transformers 4.36: legacy
+        (True, LEGACY_JSON, "LlamaTokenizerFast", "mixtral", SLOW_LEGACY),
+        (True, METASPACE_JSON, "LlamaTokenizerFast", "mixtral", FAST),
+        (True, None, "GemmaTokenizer", "gemma", FAST),
+        (False, {}, "PreTrainedTokenizerFast", "llama", FAST),  # Llama-3
     ],
 )
-def test_which_releases_use_the_slow_semantics(tmp_path, files, tokenizer_class, llm, backend):
-    """As the official loader: use_fast=False for Llama-architecture releases; a tokenizer.model
-    without tokenizer.json is read with the slow semantics whatever the backbone."""
-    for name in files:
-        (tmp_path / name).write_text("")
+def test_which_releases_use_the_slow_semantics(
+    tmp_path, model, tokenizer_json, tokenizer_class, llm, expected
+):
+    """As the official loader: use_fast=False for Llama-architecture releases; transformers 4.36's
+    fast LLaMA tokenizer, which computes the slow legacy mode, for the others."""
+    if model:
+        (tmp_path / "tokenizer.model").write_bytes(b"")
+    if tokenizer_json is not None:
+        (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer_json))
     if tokenizer_class is not None:
         config = json.dumps({"tokenizer_class": tokenizer_class})
         (tmp_path / "tokenizer_config.json").write_text(config)
-    assert tokenizer_backend(tmp_path, llm) == backend
+    assert tokenizer_settings(tmp_path, llm) == expected

@@ -79,6 +79,14 @@ def test_hf_causal_lm_tokenizer_backend(directories, tmp_path):
                         tokenizer_backend="llama-sentencepiece")  # fmt: skip
     assert isinstance(llm.tokenizer, LlamaSentencePieceTokenizer)
     assert llm.tokenizer.pad_token == "<unk>"
+    legacy = vlmkit.create("llm", "hf-causal-lm", config=config, tokenizer=str(directories[False]),
+                           tokenizer_backend="llama-sentencepiece",
+                           tokenizer_kwargs={"legacy": True})  # fmt: skip
+    assert legacy.tokenizer.legacy is True
+    assert legacy.tokenizer.tokenize("</s>USER") == ["</s>", "▁USER"]  # legacy: a dummy prefix
+    assert load_llama_sentencepiece(directories[False]).tokenize("</s>USER") == ["</s>", "US", "ER"]
+    with pytest.raises(ValueError, match=r"tokenizer_kwargs must be a mapping, got 'legacy'"):
+        vlmkit.create("llm", "hf-causal-lm", config=config, tokenizer_kwargs="legacy")
     with pytest.raises(ValueError, match=r"tokenizer_backend must be one of .* got 'slow'"):
         vlmkit.create("llm", "hf-causal-lm", config=config, tokenizer_backend="slow")
     empty = vlmkit.create("llm", "hf-causal-lm", config=config, tokenizer=str(tmp_path),

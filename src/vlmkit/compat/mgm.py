@@ -40,7 +40,7 @@ from vlmkit.compat._mgm_rules import (
     CLIP_WEIGHTS,
     MGMFormatError,
     checkpoint_vision_keys,
-    tokenizer_backend,
+    tokenizer_settings,
 )
 from vlmkit.llms.hf import DTYPES
 
@@ -333,7 +333,7 @@ def vlmkit_config(
             "config": {"model_type": llm, **llm_config},
             "dtype": dtype,
             "trust_remote_code": trust_remote_code,
-            "tokenizer_backend": tokenizer_backend(root, llm),
+            **tokenizer_settings(root, llm),
         },
         "image_aspect_ratio": "pad" if mgm.get("image_aspect_ratio") == "pad" else "crop",
         "image_grid": int(mgm.get("image_grid", 1)),

@@ -110,9 +110,10 @@ class LlamaSentencePieceTokenizer(SentencePieceBackend):
         return out + self.sp_model.decode(run)
 
 
-def load_llama_sentencepiece(directory: str | Path) -> LlamaSentencePieceTokenizer:
+def load_llama_sentencepiece(directory: str | Path, **kwargs: Any) -> LlamaSentencePieceTokenizer:
     """The tokenizer in ``directory`` (``tokenizer.model`` plus the optional
-    ``tokenizer_config.json`` / ``special_tokens_map.json`` that transformers writes).
+    ``tokenizer_config.json`` / ``special_tokens_map.json`` that transformers writes); ``kwargs``
+    replace fields of the config (e.g. ``legacy=True``).
 
     Raises FileNotFoundError naming the directory when it has no ``tokenizer.model``.
     """
@@ -122,7 +123,7 @@ def load_llama_sentencepiece(directory: str | Path) -> LlamaSentencePieceTokeniz
             f"{directory}: no {VOCAB_FILE} (the sentencepiece model that tokenizer_backend="
             "'llama-sentencepiece' reads)"
         )
-    return LlamaSentencePieceTokenizer.from_pretrained(str(directory))
+    return LlamaSentencePieceTokenizer.from_pretrained(str(directory), **kwargs)
 
 
 def has_only_sentencepiece(directory: str | Path) -> bool:

@@ -7,7 +7,8 @@ without their weights. The tokenizer loads lazily from ``tokenizer`` (a path or
 hub id, default: ``pretrained``) or is built locally with ``tokenizer="byte-level"``.
 ``tokenizer_backend`` picks how a tokenizer directory is read: ``"transformers"``
 (``AutoTokenizer``) or ``"llama-sentencepiece"`` (its ``tokenizer.model`` with transformers 4's
-slow ``LlamaTokenizer`` semantics, as Mini-Gemini tokenizes; see :mod:`vlmkit.llms._sentencepiece`).
+slow ``LlamaTokenizer`` semantics, as Mini-Gemini tokenizes; see :mod:`vlmkit.llms._sentencepiece`);
+``tokenizer_kwargs`` go to the tokenizer's ``from_pretrained`` (e.g. ``{"legacy": true}``).
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ class HFCausalLM(LLM):
         attn_implementation: str | None = "sdpa",
         trust_remote_code: bool = False,
         tokenizer_backend: str = "transformers",
+        tokenizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if dtype is not None and dtype not in DTYPES:
@@ -157,6 +159,9 @@ class HFCausalLM(LLM):
                 f"got {tokenizer_backend!r}"
             )
         self.tokenizer_backend = tokenizer_backend
+        if tokenizer_kwargs is not None and not isinstance(tokenizer_kwargs, dict):
+            raise ValueError(f"llm tokenizer_kwargs must be a mapping, got {tokenizer_kwargs!r}")
+        self.tokenizer_kwargs = dict(tokenizer_kwargs or {})
         torch_dtype = DTYPES[dtype] if dtype else None
         pretrained = resolve_path(pretrained)
         hf_config = _hf_config(pretrained, config, gguf_file, trust_remote_code)
@@ -210,9 +215,10 @@ class HFCausalLM(LLM):
             if source == "byte-level":
                 tok = byte_level_tokenizer()
             elif self.tokenizer_backend == "llama-sentencepiece":
-                tok = load_llama_sentencepiece(source)
+                tok = load_llama_sentencepiece(source, **self.tokenizer_kwargs)
             else:
                 kwargs = {"gguf_file": self._gguf_file} if self._gguf_file else {}
+                kwargs.update(self.tokenizer_kwargs)
                 # The model's own config tells transformers which tokenizer family to expect;
                 # without it the directory's config.json is read again, which in an MGM release
                 # (model_type "mgm") is unknown to transformers and warns on every load.
