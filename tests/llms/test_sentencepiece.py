@@ -93,3 +93,32 @@ def test_hf_causal_lm_tokenizer_backend(directories, tmp_path):
                           tokenizer_backend="llama-sentencepiece")  # fmt: skip
     with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no tokenizer.model"):
         empty.tokenizer
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_training_examples_keep_the_inference_ids(directories, legacy):
+    """transformers 5's Python tokenizers give no offsets: the chunk is still tokenized whole, and
+    the answer's tokens (with its end of turn) are the supervised ones."""
+    from vlmkit.data.conversation import IGNORE_INDEX, build_example, get_template
+    from vlmkit.data.conversation import tokenize_with_images
+
+    tokenizer = load_llama_sentencepiece(directories[legacy])
+    messages = [
+        {"role": "user", "content": "<image> Describe the image."},
+        {"role": "assistant", "content": "A cat on a table."},
+        {"role": "user", "content": "What color?"},
+        {"role": "assistant", "content": "red"},
+    ]
+    answer = ["▁cat", "▁on", "▁a", "▁ta", "ble", "."]
+    expected = {
+        "vicuna_v1": ["▁A", *answer, "</s>", "▁red", "</s>"],
+        "chatml_direct": ["A", *answer, "<|im_end|>", "red", "<|im_end|>"],
+    }
+    for name, pieces in expected.items():
+        template = get_template(name)
+        example = build_example(messages, tokenizer, template)
+        text = template.render(messages, add_generation_prompt=False)
+        ids = example["input_ids"].tolist()
+        assert ids == tokenize_with_images(text, tokenizer, add_bos=template.add_bos)
+        labels = [t for t in example["labels"].tolist() if t != IGNORE_INDEX]
+        assert tokenizer.convert_ids_to_tokens(labels) == pieces

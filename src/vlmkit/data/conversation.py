@@ -330,7 +330,9 @@ def _tokenize_chunk(text: str, mask: list[bool], tokenizer: Any) -> tuple[list[i
     """Ids of one chunk and, per token, whether any of its characters is supervised."""
     try:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    except NotImplementedError:  # a tokenizer without offsets: tokenize piece by piece
+    except NotImplementedError:  # a tokenizer without offsets
+        return _tokenize_by_piece(text, mask, tokenizer)
+    if "offset_mapping" not in encoded:  # transformers 5's Python tokenizers leave them out
         return _tokenize_by_piece(text, mask, tokenizer)
     ids = list(encoded["input_ids"])
     flags = []
@@ -345,17 +347,29 @@ def _tokenize_chunk(text: str, mask: list[bool], tokenizer: Any) -> tuple[list[i
 def _tokenize_by_piece(
     text: str, mask: list[bool], tokenizer: Any
 ) -> tuple[list[int], list[bool]]:
-    ids: list[int] = []
-    flags: list[bool] = []
-    start = 0
-    while start < len(text):
-        end = start
-        while end < len(text) and mask[end] == mask[start]:
-            end += 1
-        piece_ids = tokenizer(text[start:end], add_special_tokens=False)["input_ids"]
-        ids.extend(piece_ids)
-        flags.extend([mask[start]] * len(piece_ids))
-        start = end
+    """:func:`_tokenize_chunk` for a tokenizer without offsets: the chunk is tokenized whole (the
+    ids inference gives); where ``mask`` changes, the ids of the text before the change show which
+    tokens lie before it, and a token that straddles the change counts for both sides."""
+
+    def encode(part: str) -> list[int]:
+        return list(tokenizer(part, add_special_tokens=False)["input_ids"])
+
+    ids = encode(text)
+    flags = [False] * len(ids)
+    changes = [i for i in range(1, len(text)) if mask[i] != mask[i - 1]]
+    first = 0  # the first token of the current stretch of equal mask
+    for start, end in zip([0, *changes], [*changes, len(text)]):
+        last = next_first = len(ids)
+        if end < len(text):
+            before = encode(text[:end])
+            same = next((k for k, (a, b) in enumerate(zip(before, ids)) if a != b), len(before))
+            if same == len(before):  # the tokens stop at the change
+                last = next_first = same
+            else:  # ids[same] straddles the change
+                last, next_first = same + 1, same
+        for k in range(first, min(last, len(ids))):
+            flags[k] = flags[k] or mask[start]
+        first = next_first
     return ids, flags
 
 
