@@ -36,6 +36,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers.utils import logging as transformers_logging
 
+from vlmkit._prompt import MGM_IMAGE_LABEL
 from vlmkit.compat._mgm_rules import (
     CLIP_WEIGHTS,
     MGMFormatError,
@@ -283,7 +284,6 @@ def _chat_template(llm: str, llm_config: Mapping[str, Any]) -> str:
 
 
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
-MGM_IMAGE_LABEL = "Image {index}:"  # the official CLI's label when a prompt holds 2+ images
 
 
 def vlmkit_config(
@@ -410,6 +410,10 @@ def load(
         with safe_open(str(files[key]), framework="pt") as handle:
             shapes[key] = torch.empty(handle.get_slice(key).get_shape(), device="meta")
     convert_state_dict(shapes, expected=skeleton)  # names and shapes, before any weight is read
+    wanted = checkpoint_vision_keys(
+        files, vision_keys, clip_weights=clip_weights,
+        optimize_aux=bool(mgm.get("optimize_vision_tower_aux", False)),
+    )  # fmt: skip
 
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # its load report lists every MGM vision key
@@ -418,10 +422,6 @@ def load(
     finally:
         transformers_logging.set_verbosity(verbosity)
     _check_llm(model.llm, [key for key in files if key not in set(vision_keys)])
-    wanted = checkpoint_vision_keys(
-        files, vision_keys, clip_weights=clip_weights,
-        optimize_aux=bool(mgm.get("optimize_vision_tower_aux", False)),
-    )  # fmt: skip
     state = convert_state_dict(_read_tensors(files, wanted), expected=model.state_dict())
     own = model.state_dict()
     required = [k for k in own if k.startswith(("miner.", "projector."))]
