@@ -26,16 +26,16 @@ passed).
 from __future__ import annotations
 
 import functools
-import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers.utils import logging as transformers_logging
 
+from vlmkit._files import UnsafePathError, inside, read_json
 from vlmkit._prompt import MGM_IMAGE_LABEL
 from vlmkit.compat._mgm_rules import (
     CLIP_WEIGHTS,
@@ -180,7 +180,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
     file = Path(path) / CONFIG_NAME
     if not file.is_file():
         raise MGMFormatError(f"{path} is not an MGM release directory: {CONFIG_NAME} is missing")
-    config = json.loads(file.read_text())
+    try:
+        config = read_json(file)
+    except ValueError as err:
+        raise MGMFormatError(str(err)) from None
+    if not isinstance(config, dict):
+        raise MGMFormatError(f"{file}: expected a JSON object, got {type(config).__name__}")
     if "mm_vision_tower" not in config:
         raise MGMFormatError(
             f"{file} has no 'mm_vision_tower': not a Mini-Gemini config "
@@ -210,21 +215,35 @@ def weight_files(path: str | Path) -> dict[str, Path]:
     path = Path(path)
     index = path / INDEX_FILE
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        try:
+            data = read_json(index)
+        except ValueError as err:
+            raise MGMFormatError(str(err)) from None
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
             raise MGMFormatError(f"{index} has no 'weight_map'")
-        files = {key: path / name for key, name in weight_map.items()}
+        try:
+            files = {key: inside(path, name, source=index) for key, name in weight_map.items()}
+        except UnsafePathError as err:
+            raise MGMFormatError(str(err)) from None
         absent = sorted({str(f.name) for f in files.values() if not f.is_file()})
         if absent:
             raise MGMFormatError(f"{index} names shard(s) that are missing: {absent}")
         return files
     single = path / SINGLE_FILE
     if single.is_file():
-        with safe_open(str(single), framework="pt") as handle:
+        with _open_safetensors(single) as handle:
             return {key: single for key in handle.keys()}
     raise MGMFormatError(
         f"{path}: no {SINGLE_FILE} or {INDEX_FILE} (vlmkit reads MGM weights from safetensors only)"
     )
+
+
+def _open_safetensors(file: Path) -> Any:
+    try:
+        return safe_open(str(file), framework="pt")
+    except SafetensorError as err:
+        raise MGMFormatError(f"{file} is not a readable safetensors file ({err})") from None
 
 
 def _read_tensors(files: Mapping[str, Path], keys: list[str]) -> dict[str, torch.Tensor]:
@@ -233,7 +252,7 @@ def _read_tensors(files: Mapping[str, Path], keys: list[str]) -> dict[str, torch
         by_file.setdefault(files[key], []).append(key)
     tensors = {}
     for file, names in by_file.items():
-        with safe_open(str(file), framework="pt") as handle:
+        with _open_safetensors(file) as handle:
             tensors.update({name: handle.get_tensor(name) for name in names})
     return tensors
 
@@ -407,7 +426,7 @@ def load(
     skeleton = build(config, device="meta").state_dict()
     shapes = {}
     for key in vision_keys:
-        with safe_open(str(files[key]), framework="pt") as handle:
+        with _open_safetensors(files[key]) as handle:
             shapes[key] = torch.empty(handle.get_slice(key).get_shape(), device="meta")
     convert_state_dict(shapes, expected=skeleton)  # names and shapes, before any weight is read
     wanted = checkpoint_vision_keys(

@@ -91,6 +91,16 @@ class HFViTTower(VisionEncoder):
         self.interpolate_pos_encoding = info.image_size != hf_config.image_size
         self.finish_build(info, frozen)
 
+    def standalone_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this tower from its config alone (used when saving):
+        a saved model names no ``pretrained`` directory or hub id."""
+        config = self.vision_tower.config.to_dict()
+        for key in ("transformers_version", "_name_or_path", "architectures"):
+            config.pop(key, None)
+        for key in self.config_overrides:
+            config.pop(key, None)
+        return {"pretrained": None, "config": config}
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """``pixels``: ``(B, 3, S, S)`` → tokens ``(B, T, hidden)`` of the selected layer."""
         self.check_pixels(pixels)

@@ -238,6 +238,7 @@ class OpenCLIPConvNeXtEncoder(VisionEncoder):
         super().__init__()
         load = pretrained is not None and should_load_pretrained()
         config = resolve_model_cfg(pretrained, model_name, model_cfg, download=load)
+        self.model_cfg = config
         vision_cfg = config.get("vision_cfg") or {}
         drop_path = 0.0 if frozen else float(vision_cfg.get("timm_drop_path") or 0.0)
         trunk = _create_trunk(config, drop_path)
@@ -248,6 +249,10 @@ class OpenCLIPConvNeXtEncoder(VisionEncoder):
         if load:
             self.load_open_clip(self._weights_path(pretrained))
         self.finish_build(info, frozen)
+
+    def standalone_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this tower without files (used when saving)."""
+        return {"pretrained": None, "model_name": None, "model_cfg": self.model_cfg}
 
     @classmethod
     def describe(

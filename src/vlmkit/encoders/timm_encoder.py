@@ -163,6 +163,10 @@ class TimmEncoder(VisionEncoder):
         )
         self.finish_build(info, frozen)
 
+    def standalone_kwargs(self) -> dict[str, Any]:
+        """A saved model names no weights file: the architecture comes from ``model_name``."""
+        return {"pretrained": None}
+
     @classmethod
     def describe(
         cls,
