@@ -37,7 +37,15 @@ def list_command(kind: str | None) -> None:
 
 @cli.command("plugins")
 def plugins_command() -> None:
-    """Entry-point plugins: those loaded (with their components) and those that failed."""
+    """Entry-point plugins: those loaded (with their components) and those that failed.
+
+    Every plugin is tried, also under ``VLMKIT_STRICT_PLUGINS=1``; there a failure makes the
+    exit status 1 after the report."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", plugin_state.PluginWarning)
+        plugin_state.load_plugins(strict=False)
     loaded = plugin_state.loaded_plugins()
     failures = plugin_state.plugin_failures()
     click.echo(f"loaded ({len(loaded)}):")
@@ -47,6 +55,8 @@ def plugins_command() -> None:
     click.echo(f"failed ({len(failures)}):")
     for f in failures:
         click.echo(f"  {f.entry_point} ({f.distribution}): {type(f.error).__name__}: {f.error}")
+    if failures and plugin_state.strict_mode():
+        sys.exit(1)
 
 
 def _human(n: int) -> str:
@@ -120,7 +130,14 @@ _attach_commands()
 
 
 def main() -> None:
-    cli()
+    """The ``vlmkit`` command. Errors the user can fix that escape a command (a failing plugin
+    under ``VLMKIT_STRICT_PLUGINS=1``, a bad config, a full disk) end it with one line, status 2."""
+    from vlmkit.config import ConfigError
+
+    try:
+        cli()
+    except (plugin_state.PluginError, ConfigError, OSError) as err:
+        _fail(str(err))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,9 @@
 Each entry point is loaded and its ``vlmkit_register`` hook called in its own ``try``: a plugin
 that fails to import or to register is rolled back (it contributes no component), warned about
 once with its distribution, version and error, and kept in :func:`plugin_failures`. vlmkit and
-every other plugin keep working.
+every other plugin keep working. That includes a plugin that raises ``SystemExit`` (``sys.exit()``)
+or ``KeyboardInterrupt`` itself; a ``KeyboardInterrupt`` from the user's Ctrl-C (a SIGINT that
+arrives while plugins load) still stops the program.
 
 Environment:
 - ``VLMKIT_STRICT_PLUGINS=1``: a failing plugin raises :class:`PluginError` instead.
@@ -12,7 +14,9 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import threading
 import warnings
 from dataclasses import dataclass
@@ -56,12 +60,18 @@ class LoadedPlugin:
 _lock = threading.RLock()
 _loaded = False
 _loading = False
+_strict_error: PluginError | None = None
 _failures: list[PluginFailure] = []
 _plugins: list[LoadedPlugin] = []
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def strict_mode() -> bool:
+    """Whether ``VLMKIT_STRICT_PLUGINS`` asks for a failing plugin to raise."""
+    return _env_flag("VLMKIT_STRICT_PLUGINS")
 
 
 def _manager() -> pluggy.PluginManager:
@@ -89,7 +99,32 @@ def _components_of(origin: Origin) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _load_entry_point(pm: pluggy.PluginManager, ep: metadata.EntryPoint) -> None:
+@contextlib.contextmanager
+def _watch_sigint() -> Any:
+    """Record whether a real SIGINT arrived (``state["hit"]``) while passing it on as before."""
+    state = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        state["hit"] = True
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _load_entry_point(
+    pm: pluggy.PluginManager, ep: metadata.EntryPoint, sigint: dict, strict: bool
+) -> None:
     dist = getattr(ep, "dist", None)
     dist_name = dist.metadata["Name"] if dist is not None else "<unknown distribution>"
     version = dist.version if dist is not None else "?"
@@ -99,16 +134,22 @@ def _load_entry_point(pm: pluggy.PluginManager, ep: metadata.EntryPoint) -> None
         module = ep.load()
         pm.register(module, name=f"{dist_name}:{ep.name}")
         _call_hook(pm, module, origin)
-    except Exception as err:  # noqa: BLE001 - isolation is the point
+    except BaseException as err:  # noqa: BLE001 - isolation is the point, SystemExit included
+        if isinstance(err, KeyboardInterrupt) and sigint["hit"]:
+            for kind in KINDS:
+                registry(kind).remove_origin(origin)
+            raise  # the user pressed Ctrl-C
+        with contextlib.suppress(Exception):
+            pm.unregister(name=f"{dist_name}:{ep.name}")
         for kind in KINDS:
             registry(kind).remove_origin(origin)
         message = (
             f"vlmkit plugin {ep.name!r} ({ep.value}) from distribution {dist_name} {version} "
             f"failed to load: {type(err).__name__}: {err}"
         )
-        if _env_flag("VLMKIT_STRICT_PLUGINS"):
-            raise PluginError(message) from err
         _failures.append(PluginFailure(ep.name, f"{dist_name} {version}", err))
+        if strict:
+            raise PluginError(message) from err
         warnings.warn(message, PluginWarning, stacklevel=3)
         return
     finally:
@@ -116,9 +157,16 @@ def _load_entry_point(pm: pluggy.PluginManager, ep: metadata.EntryPoint) -> None
     _plugins.append(LoadedPlugin(ep.name, dist_name, version, _components_of(origin)))
 
 
-def load_plugins() -> None:
-    """Register built-ins and entry-point plugins once (later calls do nothing)."""
-    global _loaded, _loading
+def load_plugins(*, strict: bool | None = None) -> None:
+    """Register built-ins and entry-point plugins once (later calls do nothing).
+
+    ``strict`` (default: ``VLMKIT_STRICT_PLUGINS``): the first failing plugin raises
+    :class:`PluginError`, here and at every later call; ``strict=False`` loads every plugin and
+    keeps failures for :func:`plugin_failures` (what ``vlmkit plugins`` reports)."""
+    global _loaded, _loading, _strict_error
+    strict = strict_mode() if strict is None else strict
+    if _loaded and _strict_error is not None and strict:
+        raise _strict_error
     if _loaded or _loading:
         return
     with _lock:
@@ -138,12 +186,20 @@ def load_plugins() -> None:
             if not _env_flag("VLMKIT_DISABLE_PLUGIN_AUTOLOAD"):
                 eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
                 seen: set[tuple[str, str]] = set()
-                for ep in eps:
-                    if (ep.name, ep.value) in seen:  # same distribution on sys.path twice
-                        continue
-                    seen.add((ep.name, ep.value))
-                    _load_entry_point(pm, ep)
+                with _watch_sigint() as sigint:
+                    for ep in eps:
+                        if (ep.name, ep.value) in seen:  # same distribution on sys.path twice
+                            continue
+                        seen.add((ep.name, ep.value))
+                        try:
+                            _load_entry_point(pm, ep, sigint, strict)
+                        except PluginError as err:
+                            _strict_error = err
+                            raise
             _loaded = True
+        except PluginError:
+            _loaded = True  # built-ins and the plugins before the failing one stay registered
+            raise
         finally:
             _loading = False
 
@@ -162,7 +218,7 @@ def loaded_plugins() -> list[LoadedPlugin]:
 
 def reload_plugins() -> None:
     """Forget entry-point plugins and load them again (for tests and long-lived sessions)."""
-    global _loaded
+    global _loaded, _strict_error
     with _lock:
         for kind in KINDS:
             for entry in registry(kind).entries():
@@ -170,5 +226,6 @@ def reload_plugins() -> None:
                     registry(kind).remove_origin(entry.origin)
         _failures.clear()
         _plugins.clear()
+        _strict_error = None
         _loaded = False
     load_plugins()
