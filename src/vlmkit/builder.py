@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from vlmkit._context import no_pretrained
+from vlmkit.data.conversation import get_template
 from vlmkit.config import SLOT_KINDS, ConfigError, ComponentSpec, VLMConfig, load_config
 from vlmkit.interfaces import EncoderInfo, LLMInfo, MinerInfo, ProjectorInfo
 from vlmkit.registry import Entry, RegistryError, get
@@ -86,6 +87,10 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
     cfg = load_config(config)
     result = Plan(cfg)
     errors: list[str] = []
+    try:
+        get_template(cfg.chat_template)
+    except ValueError as err:
+        errors.append(f"chat_template: {err}")
     for slot, spec in cfg.slots().items():
         try:
             entry = get(SLOT_KINDS[slot], spec.name)

@@ -31,6 +31,8 @@ class ChatError(ValueError):
 
 def open_image(path: str | Path) -> Any:
     """The RGB PIL image at ``path``; :class:`ChatError` if it is missing or not a readable image."""
+    from PIL import Image
+
     from vlmkit.data.processor import load_image
 
     path = Path(path).expanduser()
@@ -38,8 +40,12 @@ def open_image(path: str | Path) -> Any:
         raise ChatError(f"image file not found: {path}")
     try:
         return load_image(path)
+    except Image.DecompressionBombError as err:
+        raise ChatError(f"{path}: refused, too many pixels ({err})") from None
     except OSError as err:  # PIL's UnidentifiedImageError is an OSError
         raise ChatError(f"{path}: unsupported image format ({type(err).__name__})") from None
+    except ValueError as err:  # pixel values outside the range of the image's mode
+        raise ChatError(f"{path}: {err}") from None
 
 
 def load_model(spec: str, *, device: str | None = None, what: str = "--model") -> Any:
@@ -53,30 +59,34 @@ def load_model(spec: str, *, device: str | None = None, what: str = "--model") -
     import vlmkit
 
     path = Path(spec).expanduser()
-    if path.is_dir():
-        config = path / "config.json"
-        if not config.is_file():
-            raise ChatError(f"{what} {spec}: the directory has no config.json")
-        try:
-            data = json.loads(config.read_text())
-        except json.JSONDecodeError as err:
-            raise ChatError(f"{what} {spec}: config.json is not valid JSON ({err})") from None
-        try:
-            if "config" in data:
+    try:
+        if path.is_dir():
+            config = path / "config.json"
+            if not config.is_file():
+                raise ChatError(f"{what} {spec}: the directory has no config.json")
+            try:
+                data = json.loads(config.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ChatError(f"{what} {spec}: config.json is not valid JSON ({err})") from None
+            if isinstance(data, dict) and "config" in data:
                 return vlmkit.VisionLanguageModel.from_pretrained(path, device=device)
-            if "mm_vision_tower" in data:
+            if isinstance(data, dict) and "mm_vision_tower" in data:
                 return _load_mgm(path, device)
-        except _LOAD_ERRORS as err:
-            raise ChatError(f"{what} {spec}: cannot load ({type(err).__name__}: {_first_line(err)})") from None
-        raise ChatError(
-            f"{what} {spec}: config.json is neither a vlmkit model's nor an official MGM checkpoint's"
-        )
-    if path.suffix in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise ChatError(f"{what} {spec}: no such config file")
-        return vlmkit.build(str(path), device=device)
-    if spec in vlmkit.presets():
-        return vlmkit.build(spec, device=device)
+            raise ChatError(
+                f"{what} {spec}: config.json is neither a vlmkit model's nor an official MGM "
+                "checkpoint's"
+            )
+        if path.suffix in (".yaml", ".yml", ".json"):
+            if not path.is_file():
+                raise ChatError(f"{what} {spec}: no such config file")
+            return vlmkit.build(str(path), device=device)
+        if spec in vlmkit.presets():
+            return vlmkit.build(spec, device=device)
+    except ChatError:
+        raise
+    except _LOAD_ERRORS as err:
+        detail = str(err).strip() if isinstance(err, ValueError) else _first_line(err)
+        raise ChatError(f"{what} {spec}: cannot load ({type(err).__name__}: {detail})") from None
     if "/" in spec or spec.startswith("."):
         raise ChatError(f"{what} {spec}: no such directory")
     raise ChatError(

@@ -1,7 +1,8 @@
 """Model configs: one :class:`ComponentSpec` per slot plus model-level fields.
 
 A config is data. It loads from a dict, a YAML or JSON file, or a preset name (``vlmkit.presets()``);
-a preset or file may start from another with ``base: <preset or path>`` and override slots or keys.
+a preset or file may start from another with ``base: <preset or path>`` and override slots or keys
+(a relative path is taken from the folder of the file that names it).
 Each slot is ``{"name": <registry name>, **keyword arguments}`` (or just the name). Unknown keys at
 the top level are an error that names them and the valid ones; component keyword arguments are
 checked against the component's signature by the builder.
@@ -114,8 +115,7 @@ class VLMConfig:
                 data[slot] = ComponentSpec.parse(slot, data[slot])
             elif slot in data:
                 del data[slot]
-        if int(data.get("image_grid", 1)) < 1:
-            raise ConfigError(f"image_grid must be >= 1, got {data['image_grid']!r}")
+        _check_fields(data)
         if "image_label" in data:
             check_image_label(data["image_label"])
         return cls(**data)
@@ -163,6 +163,31 @@ def check_image_label(label: Any) -> str:
     return label
 
 
+ASPECT_RATIOS: tuple[str, ...] = ("pad", "resize", "crop")
+
+
+def _check_fields(data: Mapping[str, Any]) -> None:
+    """Model-level fields have the type they are used as; a string ``'no'`` is not a bool."""
+    problems = []
+    grid = data.get("image_grid", 1)
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        problems.append(f"image_grid must be an integer >= 1, got {grid!r}")
+    if not isinstance(data.get("image_global", False), bool):
+        problems.append(f"image_global must be true or false, got {data['image_global']!r}")
+    aspect = data.get("image_aspect_ratio", "pad")
+    if aspect not in ASPECT_RATIOS:
+        problems.append(f"image_aspect_ratio must be one of {list(ASPECT_RATIOS)}, got {aspect!r}")
+    for key in ("chat_template", "description"):
+        if key in data and not isinstance(data[key], str):
+            problems.append(f"{key} must be a string, got {data[key]!r}")
+    if data.get("name") is not None and not isinstance(data["name"], str):
+        problems.append(f"name must be a string, got {data['name']!r}")
+    if not isinstance(data.get("training", {}), Mapping):
+        problems.append(f"training must be a mapping of stage to settings, got {data['training']!r}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+
+
 def _preset_dir() -> Any:
     return resources.files("vlmkit") / "presets"
 
@@ -185,28 +210,51 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+def read_mapping_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML or JSON file; :class:`ConfigError` naming the file and the line of a
+    syntax error, or what was found instead of a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"{path} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+        ) from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path} is not valid YAML: {problem}{at}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 
-def _resolve(source: str | Path | Mapping[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Raw config dict with ``base:`` chains merged."""
+def _resolve(
+    source: str | Path | Mapping[str, Any], seen: tuple[str, ...] = (), folder: Path | None = None
+) -> dict[str, Any]:
+    """Raw config dict with ``base:`` chains merged; ``folder``: where a relative path is taken
+    from (the folder of the file whose ``base:`` names it)."""
     if isinstance(source, Mapping):
         data = dict(source)
+    elif not isinstance(source, (str, Path)):
+        raise ConfigError(f"'base' must be a preset name or a path, got {source!r}")
     else:
         text = str(source)
         if text in seen:
             raise ConfigError(f"config 'base' chain loops: {' -> '.join((*seen, text))}")
         seen = (*seen, text)
-        path = Path(text)
+        path = Path(text).expanduser()
+        if folder is not None and not path.is_absolute():
+            path = folder / path
         if path.suffix in {".yaml", ".yml", ".json"}:
             if not path.is_file():
-                raise ConfigError(f"config file {text!r} does not exist")
-            data = _read_file(path)
+                raise ConfigError(f"config file {str(path)!r} does not exist")
+            data = read_mapping_file(path)
+            folder = path.parent
         elif text in presets():
             data = yaml.safe_load((_preset_dir() / f"{text}.yaml").read_text())
             data.setdefault("name", text)
@@ -219,7 +267,7 @@ def _resolve(source: str | Path | Mapping[str, Any], seen: tuple[str, ...] = ())
             )
     base = data.pop("base", None)
     if base is not None:
-        parent = _resolve(base, seen)
+        parent = _resolve(base, seen, folder if not isinstance(source, Mapping) else None)
         parent.pop("name", None)
         data = _deep_merge(parent, data)
     return data

@@ -17,7 +17,7 @@ from torch import nn
 from vlmkit._splice import splice_visual_tokens
 from vlmkit.config import VLMConfig, load_config
 from vlmkit._prompt import chat_prompt_ids
-from vlmkit.data.conversation import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, get_template
+from vlmkit.data.conversation import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, check_messages, get_template
 from vlmkit.data.processor import ImageProcessor
 from vlmkit.interfaces import EncoderInfo
 
@@ -128,6 +128,7 @@ class VisionLanguageModel(nn.Module):
         labels: torch.Tensor | None,
         images: Any,
         padding_side: str,
+        new_tokens: int = 0,
     ) -> dict[str, torch.Tensor]:
         n_placeholders = int((input_ids == IMAGE_TOKEN_INDEX).sum())
         visual = None
@@ -137,7 +138,7 @@ class VisionLanguageModel(nn.Module):
             raise ValueError(
                 f"the prompt has {n_placeholders} {IMAGE_TOKEN} placeholder(s) but no images were given"
             )
-        return splice_visual_tokens(
+        inputs = splice_visual_tokens(
             input_ids.to(self.device),
             None if attention_mask is None else attention_mask.to(self.device),
             None if labels is None else labels.to(self.device),
@@ -145,6 +146,22 @@ class VisionLanguageModel(nn.Module):
             embed=self.llm.embed,
             num_visual_tokens=self.num_visual_tokens,
             padding_side=padding_side,
+        )
+        self._check_length(inputs["inputs_embeds"].shape[1], n_placeholders, new_tokens)
+        return inputs
+
+    def _check_length(self, length: int, n_images: int, new_tokens: int) -> None:
+        """The LLM's context (``llm.context_length``, when it states one) must hold the sequence."""
+        context = getattr(self.llm, "context_length", None)
+        if context is None or length + new_tokens <= context:
+            return
+        visual = n_images * self.num_visual_tokens
+        what = f"the input is {length} tokens ({visual} of them visual)"
+        if new_tokens:
+            what += f" and {new_tokens} new tokens were asked for"
+        raise ValueError(
+            f"{what}, but the LLM's context holds {context} tokens; shorten the conversation"
+            + (" or lower max_new_tokens" if new_tokens else "")
         )
 
     def forward(
@@ -168,7 +185,10 @@ class VisionLanguageModel(nn.Module):
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """New token ids ``(B, new)``; prompts are left-padded, visual tokens enter the prefill only."""
-        inputs = self._inputs(input_ids, attention_mask, None, images, padding_side="left")
+        new_tokens = int(generate_kwargs.get("max_new_tokens") or 0)
+        inputs = self._inputs(
+            input_ids, attention_mask, None, images, padding_side="left", new_tokens=new_tokens
+        )
         inputs.pop("labels", None)
         tok = self.llm.tokenizer
         generate_kwargs.setdefault("pad_token_id", tok.pad_token_id)
@@ -202,6 +222,7 @@ class VisionLanguageModel(nn.Module):
         message. A prompt with two or more images labels each with ``image_label`` (default: the
         config's; Mini-Gemini's is ``"Image {index}:"``, giving ``Image 1:<image>``).
         """
+        check_messages(messages)
         messages = [dict(m) for m in messages]
         image_list = _as_list(images)
         n_tags = sum(m["content"].count(IMAGE_TOKEN) for m in messages)
@@ -244,12 +265,19 @@ class VisionLanguageModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, *, device: str | torch.device | None = None
+        cls,
+        directory: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        trust_remote_code: bool = False,
     ) -> VisionLanguageModel:
-        """Load a directory written by :meth:`save_pretrained`; logits equal the saved model's."""
+        """Load a directory written by :meth:`save_pretrained`; logits equal the saved model's.
+
+        Nothing in the directory runs code: ``trust_remote_code`` in its ``config.json`` is
+        ignored; only this argument may allow a slot to run the code its files name."""
         from vlmkit._checkpoint import load_model
 
-        return load_model(Path(directory), device=device)
+        return load_model(Path(directory), device=device, trust_remote_code=trust_remote_code)
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> VisionLanguageModel:

@@ -92,6 +92,12 @@ class ChatTemplate:
         return _merge(pieces)
 
 
+def check_messages(messages: Any) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the first problem when ``messages`` is not a list
+    of ``{"role", "content": str}`` dicts in the order a chat template renders."""
+    _turns(messages)
+
+
 def _turns(messages: Sequence[Message]) -> tuple[str | None, list[Message]]:
     """Split off a leading system message; check roles alternate user, assistant, user, ..."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):

@@ -16,19 +16,52 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vlmkit.config import ASPECT_RATIOS
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-ASPECTS = ("pad", "resize", "crop")
+ASPECTS = ASPECT_RATIOS
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, keeping the brightness of high-bit-depth images.
+
+    PIL's own ``convert("RGB")`` clips 16- and 32-bit values to 255, so a 16-bit PNG turns white.
+    Here integer modes (``I``, ``I;16*``: 16-bit PNG/TIFF) are scaled from 0-65535 to 0-255; float
+    mode ``F`` is scaled from 0-1 when its values lie there, else read as 0-255. Values outside
+    those ranges (negative, or above 65535 / 255) raise ``ValueError`` naming the range found.
+    """
+    if image.mode in ("RGB",):
+        return image
+    if image.mode == "F" or image.mode.startswith("I"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if image.mode == "F" and low >= 0 and high <= 1:
+            scale = 255.0
+        elif image.mode == "F" and low >= 0 and high <= 255:
+            scale = 1.0
+        elif image.mode != "F" and low >= 0 and high <= 65535:
+            scale = 255.0 / 65535.0
+        else:
+            raise ValueError(
+                f"a mode-{image.mode} image with values from {low:g} to {high:g}: expected "
+                + ("0-1 or 0-255" if image.mode == "F" else "0-65535 (16-bit)")
+            )
+        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return image.convert("RGB")
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """The image file at ``path`` as an RGB PIL image, read in full (the file is closed).
+    """The image file at ``path`` as an RGB PIL image (:func:`to_rgb`), read in full (the file
+    is closed).
 
     Raises what PIL raises: ``FileNotFoundError``, ``PIL.UnidentifiedImageError`` (an ``OSError``)
     for an unreadable format, ``PIL.Image.DecompressionBombError``; callers decide how to report.
     """
     with Image.open(path) as image:
-        return image.convert("RGB")
+        image.load()
+        return to_rgb(image)
 
 
 def lr_view(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -137,7 +170,7 @@ class ImageProcessor:
     def pixels(self, image: Image.Image) -> torch.Tensor:
         """One PIL image as a normalised tensor ``(3, S, S)`` at ``S = input_size``."""
         size = self.input_size
-        image = image.convert("RGB")
+        image = to_rgb(image)
         if self.aspect == "pad":
             image = _pad_to_square(image, tuple(int(m * 255) for m in self.mean))
             image = image.resize((size, size), Image.Resampling.BICUBIC)

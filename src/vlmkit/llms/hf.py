@@ -183,6 +183,7 @@ class HFCausalLM(LLM):
                 self.model.to(torch_dtype)
         self._tokenizer_source = resolve_path(tokenizer) if tokenizer is not None else pretrained
         self._gguf_file = gguf_file if tokenizer is None else None
+        self._trust_remote_code = trust_remote_code
         self._tokenizer: Any = None
         self.frozen = frozen
         if frozen:
@@ -206,6 +207,14 @@ class HFCausalLM(LLM):
         return self.model.config
 
     @property
+    def context_length(self) -> int | None:
+        """Tokens the model's positions cover (``max_position_embeddings``), when it says."""
+        config = self.model.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        value = getattr(text, "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    @property
     def tokenizer(self) -> Any:
         """The tokenizer, loaded on first use (a pad token is set when the tokenizer has none)."""
         if self._tokenizer is None:
@@ -217,8 +226,10 @@ class HFCausalLM(LLM):
             elif self.tokenizer_backend == "llama-sentencepiece":
                 tok = load_llama_sentencepiece(source, **self.tokenizer_kwargs)
             else:
-                kwargs = {"gguf_file": self._gguf_file} if self._gguf_file else {}
+                kwargs: dict[str, Any] = {"gguf_file": self._gguf_file} if self._gguf_file else {}
                 kwargs.update(self.tokenizer_kwargs)
+                # only the constructor's argument decides, never a tokenizer_kwargs entry
+                kwargs["trust_remote_code"] = self._trust_remote_code
                 # The model's own config tells transformers which tokenizer family to expect;
                 # without it the directory's config.json is read again, which in an MGM release
                 # (model_type "mgm") is unknown to transformers and warns on every load.
@@ -236,7 +247,7 @@ class HFCausalLM(LLM):
         """Keyword arguments that rebuild this architecture from config alone (used when saving)."""
         config = self.model.config.to_dict()
         config.pop("transformers_version", None)
-        return {"pretrained": None, "gguf_file": None, "config": config}
+        return {"pretrained": None, "gguf_file": None, "config": config, "trust_remote_code": False}
 
     def save_tokenizer(self, directory: str | Path) -> None:
         self.tokenizer.save_pretrained(str(directory))
