@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from vlmkit.data.conversation import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX, build_example
+from vlmkit._files import read_json
 from vlmkit.data.processor import load_image
 
 logger = logging.getLogger(__name__)
@@ -51,11 +52,16 @@ def load_records(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"LLaVA data file {str(path)!r} does not exist")
-        text = path.read_text()
         if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            records = []
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path} line {number} is not valid JSON: {err.msg}") from None
         else:
-            records = json.loads(text)
+            records = read_json(path)
     else:
         records = list(source)
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -143,13 +149,16 @@ class LlavaDataset(torch.utils.data.Dataset):
         return self.records[index].get("id", index)
 
     def image_sources(self, index: int) -> list[Any]:
-        """The record's images: resolved paths (``Path``) or the PIL images given inline."""
+        """The record's images: resolved paths (``Path``) or the PIL images given inline.
+        ``ValueError`` for an entry that is neither (e.g. ``"image": 123``)."""
         image = self.records[index].get("image")
         items = [] if image is None else image if isinstance(image, (list, tuple)) else [image]
         out = []
         for item in items:
             if isinstance(item, Image.Image):
                 out.append(item)
+            elif not isinstance(item, (str, Path)) or not str(item):
+                raise ValueError(f"'image' must be a path or a list of paths, got {item!r}")
             else:
                 path = Path(item)
                 if not path.is_absolute() and self.image_folder is not None:
@@ -163,7 +172,11 @@ class LlavaDataset(torch.utils.data.Dataset):
         for i, record in enumerate(self.records):
             words = sum(len(str(t.get("value", "")).split()) for t in record.get("conversations", [])
                         if isinstance(t, dict))
-            out.append(words + self.num_visual_tokens * len(self.image_sources(i)))
+            try:
+                images = len(self.image_sources(i))
+            except ValueError:
+                images = 0  # skipped when the sample is read
+            out.append(words + self.num_visual_tokens * images)
         return out
 
     def _skip(self, index: int, reason: str, path: Any = None) -> None:
@@ -174,7 +187,12 @@ class LlavaDataset(torch.utils.data.Dataset):
 
     def _load_images(self, index: int) -> list[Image.Image] | None:
         images = []
-        for source in self.image_sources(index):
+        try:
+            sources = self.image_sources(index)
+        except ValueError as err:
+            self._skip(index, f"bad record: {err}")
+            return None
+        for source in sources:
             if isinstance(source, Image.Image):
                 images.append(source)
                 continue
@@ -200,8 +218,8 @@ class LlavaDataset(torch.utils.data.Dataset):
         try:
             messages = to_messages(record, len(images))
             example = build_example(messages, self.tokenizer, self.template)
-        except ValueError as err:
-            self._skip(index, f"bad conversation: {err}")
+        except (ValueError, TypeError, KeyError, AttributeError) as err:  # whatever a record holds
+            self._skip(index, f"bad conversation: {type(err).__name__}: {err}")
             return None
         example = self._truncate(index, example)
         if example is None:

@@ -10,12 +10,18 @@ Layout of ``<output_dir>/checkpoint-<step>/``:
 - ``trainer_state.json``: the step, the data plan's position, the skipped samples, the config.
 
 A checkpoint is written into a temporary folder and renamed when complete, so a crash never leaves
-a half-written ``checkpoint-<step>``; ``keep_last`` older ones are deleted after each save.
+a half-written ``checkpoint-<step>``; ``keep_last`` older ones are deleted after each save, each
+renamed to ``.deleting-checkpoint-<step>`` first, so a crash during a deletion never leaves a
+partial folder under a checkpoint's name. A checkpoint counts as complete only when its state,
+optimiser and scheduler files and its weights' index are all there. Leftover temporary and
+half-deleted folders of a killed run are removed at the next save.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import random
 import re
 import shutil
@@ -25,11 +31,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmkit._checkpoint import replace_directory
+from vlmkit._files import read_json
+from vlmkit._replace import replace_directory
 from vlmkit.train.distributed import DistInfo, barrier
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_LEFTOVER = re.compile(r"^\.(tmp|deleting)-checkpoint-\d+$")
+WEIGHT_INDEX = ("model/model.safetensors.index.json", "adapter/adapter_config.json")
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` has every file a resume reads (the weights' shards are checked
+    against their index when loaded)."""
+    return (all((checkpoint / name).is_file() for name in (STATE_FILE, "optimizer.pt", "scheduler.pt"))
+            and any((checkpoint / name).is_file() for name in WEIGHT_INDEX))
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
@@ -38,8 +54,24 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in directory.iterdir()
-             if (m := _NAME.match(p.name)) and (p / STATE_FILE).is_file()]
+             if (m := _NAME.match(p.name)) and is_complete(p)]
     return [p for _, p in sorted(found)]
+
+
+def remove_leftovers(output_dir: Path) -> None:
+    """Delete ``.tmp-checkpoint-N`` and ``.deleting-checkpoint-N`` folders of a killed run."""
+    if output_dir.is_dir():
+        for path in output_dir.iterdir():
+            if _LEFTOVER.match(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def delete_checkpoint(checkpoint: Path) -> None:
+    """Rename ``checkpoint`` out of the checkpoints' names, then delete it."""
+    doomed = checkpoint.with_name(f".deleting-{checkpoint.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.rename(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -90,7 +122,7 @@ def save_checkpoint(
     tmp = output_dir / f".tmp-checkpoint-{step}"
     if info.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_leftovers(output_dir)
         tmp.mkdir()
     barrier(info)
     torch.save(rng_state(), tmp / f"rng_state_{info.rank}.pt")
@@ -104,7 +136,7 @@ def save_checkpoint(
         replace_directory(tmp, final)
         if keep_last is not None and keep_last > 0:
             for old in checkpoints(output_dir)[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+                delete_checkpoint(old)
     barrier(info)
     return final
 
@@ -131,9 +163,26 @@ def resolve_resume(resume_from: str | Path | bool, output_dir: str | Path | None
 def read_state(checkpoint: Path, info: DistInfo) -> dict[str, Any]:
     """``trainer_state.json``, this process's RNG state and the optimiser/scheduler states (every
     process reads the folder: checkpoints live on storage all processes see)."""
-    state = json.loads((checkpoint / STATE_FILE).read_text())
+    state = read_json(checkpoint / STATE_FILE)
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise ValueError(f"{checkpoint / STATE_FILE}: expected a mapping with an integer 'step'")
     rng_file = checkpoint / f"rng_state_{info.rank}.pt"
-    state["rng"] = torch.load(rng_file, weights_only=True) if rng_file.is_file() else None
-    state["optimizer"] = torch.load(checkpoint / "optimizer.pt", weights_only=True)
-    state["scheduler"] = torch.load(checkpoint / "scheduler.pt", weights_only=True)
+    state["rng"] = load_tensors_file(rng_file) if rng_file.is_file() else None
+    state["optimizer"] = load_tensors_file(checkpoint / "optimizer.pt")
+    state["scheduler"] = load_tensors_file(checkpoint / "scheduler.pt")
     return state
+
+
+def load_tensors_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only; a file that holds
+    anything else (which could run code when unpickled) is refused with its name."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path}: refused to load; it holds objects other than tensors and plain data, and "
+            f"vlmkit only unpickles with weights_only=True ({first})"
+        ) from None
+    except (EOFError, RuntimeError) as err:
+        raise ValueError(f"{path} is truncated or not a torch.save file ({err})") from None

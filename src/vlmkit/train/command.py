@@ -15,7 +15,6 @@ command runs on one process or, under ``torchrun --nproc_per_node N -m vlmkit tr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,15 @@ def read_train_file(config: str) -> dict[str, Any] | None:
     path = Path(config)
     if path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
         return None
-    import yaml
+    from vlmkit.config import ConfigError, read_mapping_file
 
-    data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    if not isinstance(data, dict) or "model" not in data:
+    try:
+        data = read_mapping_file(path)
+    except ConfigError as err:
+        if "expected a mapping" in str(err):
+            return None
+        raise click.ClickException(str(err)) from None
+    if "model" not in data:
         return None
     unknown = sorted(set(data) - set(TRAIN_FILE_KEYS))
     if unknown:
@@ -91,7 +95,10 @@ def train_command(config: str, stage: str | None, data: str | None, image_folder
     if resume and not overrides.get("output_dir"):
         raise click.UsageError("--resume needs --output-dir (or output_dir in the training file)")
     info = init_from_env()
-    torch.manual_seed(int(overrides.get("seed", 0)))  # the same random init on every process
+    seed_value = overrides.get("seed", 0)
+    if isinstance(seed_value, bool) or not isinstance(seed_value, int):
+        raise click.ClickException(f"seed must be an int, got {seed_value!r}")
+    torch.manual_seed(seed_value)  # the same random init on every process
     try:
         model = load_model(str(spec["model"]), what="model")
         train_config = TrainConfig.from_preset(model.config, stage, **overrides)
@@ -100,8 +107,8 @@ def train_command(config: str, stage: str | None, data: str | None, image_folder
                                max_length=train_config.max_length)
         trainer = Trainer(model, dataset, train_config)
         history = trainer.train(resume_from=True if resume else None)
-    except (ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from err
+    except (ValueError, OSError) as err:  # bad input, a missing file, a full disk
+        raise click.ClickException(str(err)) from None
     finally:
         if info.enabled:
             import torch.distributed as dist

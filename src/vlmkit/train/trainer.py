@@ -42,6 +42,23 @@ logger = logging.getLogger(__name__)
 SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
              "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
 FINAL_DIR = "final"
+SKIPPED_FILE = "skipped.jsonl"
+_FLOAT_FIELDS = ("learning_rate", "warmup_ratio", "weight_decay", "adam_eps", "max_grad_norm")
+
+
+class TrainingError(ValueError):
+    """A run that cannot give a model: e.g. every sample was skipped, so nothing was learned."""
+
+
+def _as_float(name: str, value: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string (it wants ``1.0e-3``); such strings are
+    accepted as numbers. Anything else that is not a number is left for the checks to name."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"invalid TrainConfig: {name} must be a number, got {value!r}") from None
+    return value
 
 
 @dataclass
@@ -91,11 +108,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_stage(self.stage)
         problems = []
+        for name in _FLOAT_FIELDS:
+            value = _as_float(name, getattr(self, name))
+            setattr(self, name, value)
+            if (value is not None or name != "max_grad_norm") and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))):
+                problems.append(f"{name} must be a number, got {value!r}")
+        if problems:
+            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
         for name in ("max_steps", "per_device_batch_size", "grad_accum_steps", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        for name in ("global_batch_size", "save_steps", "num_workers", "seed"):
+            value = getattr(self, name)
+            if (value is not None or name != "global_batch_size") and (
+                    isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"invalid TrainConfig: {name} must be an int, got {value!r}")
         if self.global_batch_size is not None and self.global_batch_size < 1:
             problems.append(f"global_batch_size must be >= 1, got {self.global_batch_size}")
         if not 0 <= self.warmup_ratio <= 1:
@@ -229,8 +259,11 @@ class Trainer:
         cfg = self.config
         weights = self.full_state_dict()
         optimizer_state = self._optimizer_state(optimizer)
+        skipped = getattr(self.dataset, "skipped", {})
         state = {"step": step, "sampler": plan.state(step), "config": dataclasses.asdict(cfg),
-                 "skipped": len(getattr(self.dataset, "skipped", ()))}
+                 "skipped": len(skipped),
+                 "skipped_samples": [dataclasses.asdict(s) for s in skipped.values()
+                                     if dataclasses.is_dataclass(s)]}
         return ckpt.save_checkpoint(
             cfg.output_dir, step, info=self.info,
             write_weights=lambda folder: self._write_weights(folder, weights),
@@ -312,8 +345,20 @@ class Trainer:
         scheduler.load_state_dict(state["scheduler"])
         if state["rng"] is not None:
             ckpt.set_rng_state(state["rng"])
+        self._restore_skipped(state.get("skipped_samples") or [])
         logger.info("resumed from %s at step %d", checkpoint, start)
         return start
+
+    def _restore_skipped(self, saved: list[dict[str, Any]]) -> None:
+        """Put the samples skipped before the checkpoint back into the dataset's record, so
+        ``skipped.jsonl`` lists the same samples as an uninterrupted run."""
+        skipped = getattr(self.dataset, "skipped", None)
+        if not isinstance(skipped, dict) or not saved:
+            return
+        from vlmkit.data.llava import Skipped
+
+        for entry in saved:
+            skipped.setdefault(int(entry["index"]), Skipped(**entry))
 
     def _metrics_file(self, start: int) -> Path | None:
         cfg = self.config
@@ -343,6 +388,15 @@ class Trainer:
         self._steps(start, plan, step_module, optimizer, scheduler, trainable, autocast,
                     metrics_path, bar, history)
         bar.close()
+        if history and not any(record["tokens"] for record in history):
+            if cfg.output_dir and info.is_main:
+                self._write_skipped(Path(cfg.output_dir))
+            raise TrainingError(
+                f"no sample had anything to learn from in steps {start + 1}-{cfg.max_steps} "
+                f"({history[-1]['skipped']} skipped"
+                + (f", listed in {Path(cfg.output_dir) / SKIPPED_FILE}" if cfg.output_dir else "")
+                + "); no final model was written"
+            )
         if cfg.output_dir:
             self.save_final(Path(cfg.output_dir))
         return history
@@ -411,11 +465,16 @@ class Trainer:
                 save_lora(self.model, output_dir / "adapter")
                 merge_lora(self.model)
             save_model(self.model, final, state_dict=weights)
-            skipped = getattr(self.dataset, "skipped", {})
-            if skipped:
-                logger.warning("%d sample(s) were skipped on process 0; see %s", len(skipped),
-                               output_dir / "skipped.jsonl")
-                (output_dir / "skipped.jsonl").write_text("".join(
-                    json.dumps(dataclasses.asdict(s)) + "\n" for s in skipped.values()))
+            self._write_skipped(output_dir)
         barrier(self.info)
         return final
+
+    def _write_skipped(self, output_dir: Path) -> None:
+        skipped = getattr(self.dataset, "skipped", {})
+        if skipped:
+            logger.warning("%d sample(s) were skipped on process 0; see %s", len(skipped),
+                           output_dir / SKIPPED_FILE)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            ordered = sorted(skipped.values(), key=lambda s: s.index)
+            (output_dir / SKIPPED_FILE).write_text("".join(
+                json.dumps(dataclasses.asdict(s)) + "\n" for s in ordered))
