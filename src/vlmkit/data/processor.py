@@ -30,6 +30,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     Here integer modes (``I``, ``I;16*``: 16-bit PNG/TIFF) are scaled from 0-65535 to 0-255; float
     mode ``F`` is scaled from 0-1 when its values lie there, else read as 0-255. Values outside
     those ranges (negative, or above 65535 / 255) raise ``ValueError`` naming the range found.
+    Other modes convert as PIL converts them (alpha is dropped, as Mini-Gemini does).
     """
     if image.mode in ("RGB",):
         return image
@@ -48,8 +49,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
                 + ("0-1 or 0-255" if image.mode == "F" else "0-65535 (16-bit)")
             )
         grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    return image.convert("RGB")
+        return Image.fromarray(grey).convert("RGB")
+    for via in (None, "RGBA", "LA"):  # e.g. "La" converts only through "LA"
+        try:
+            return (image if via is None else image.convert(via)).convert("RGB")
+        except ValueError as err:
+            problem = err
+    raise ValueError(f"images of mode {image.mode!r} cannot be read ({problem})")
 
 
 def load_image(path: str | Path) -> Image.Image:
