@@ -35,6 +35,20 @@ def inside(directory: Path, name: Any, *, source: Path) -> Path:
     return Path(directory) / name
 
 
+def check_local_source(source: str | None, what: str) -> None:
+    """A ``pretrained`` value that can only be a local path (absolute, ``./``, ``../``, ``~`` or
+    more than one ``/``) must exist; otherwise ``FileNotFoundError`` names it, instead of the hub
+    client's complaint about a malformed repository id."""
+    if source is None or not isinstance(source, str):
+        return
+    local = source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
+    if local and not Path(source).expanduser().exists():
+        raise FileNotFoundError(
+            f"{what}: pretrained={source!r} does not exist (a local path was expected; a hub id "
+            "has the form 'org/name')"
+        )
+
+
 def read_json(path: Path) -> Any:
     """The JSON document at ``path``; a ``ValueError`` naming the file when it does not parse."""
     try:

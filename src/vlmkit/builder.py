@@ -79,6 +79,17 @@ def _link(plan: Plan, slot: str, errors: list[str]) -> None:
             )
 
 
+def _unlinked(plan: Plan, slot: str) -> bool:
+    """Whether a keyword ``slot`` takes from a neighbour is still missing because the neighbour
+    could not be described."""
+    entry, kwargs = plan.entries[slot], plan.kwargs[slot]
+    return any(
+        target == slot and key in entry.param_names and key not in kwargs
+        and source in plan.entries and plan.infos.get(source) is None
+        for target, key, source, _ in LINKS
+    )
+
+
 def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
     """Check that a config's slots exist, accept their keyword arguments and fit together.
 
@@ -126,9 +137,12 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
         result.infos["miner"] = _describe("miner", miner, result.kwargs["miner"], errors, lr_info, hr_info)
 
     _link(result, "projector", errors)
-    result.infos["projector"] = _describe(
-        "projector", result.entries["projector"], result.kwargs["projector"], errors
-    )
+    if _unlinked(result, "projector"):  # a neighbour failed: its error is reported already
+        result.infos["projector"] = None
+    else:
+        result.infos["projector"] = _describe(
+            "projector", result.entries["projector"], result.kwargs["projector"], errors
+        )
     # Projectors whose keywords are not the linked names are checked on what they describe.
     proj: ProjectorInfo | None = result.infos["projector"]
     proj_entry = result.entries["projector"]

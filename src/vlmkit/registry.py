@@ -16,6 +16,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
+from vlmkit._annotations import type_problem
+
 KINDS: tuple[str, ...] = ("vision_encoder", "miner", "projector", "llm", "bridge")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,15 +91,24 @@ class Entry:
         return [p.name for p in self.params]
 
     def check_kwargs(self, kwargs: dict[str, Any], where: str | None = None) -> None:
-        """Raise ``TypeError`` naming any key the factory does not accept and the valid ones."""
+        """Raise ``TypeError`` naming any key the factory does not accept and the valid ones, or
+        any value whose kind differs from the keyword's annotation (:mod:`vlmkit._annotations`)."""
         if self.accepts_any_kwargs:
             return
+        where = where or f"{self.kind} {self.name!r}"
         unknown = sorted(set(kwargs) - set(self.param_names))
         if unknown:
-            where = where or f"{self.kind} {self.name!r}"
             raise TypeError(
                 f"{where}: unknown config key(s) {unknown}; valid keys: {self.param_names}"
             )
+        problems = []
+        for param in self.params:
+            if param.name in kwargs:
+                expected = type_problem(kwargs[param.name], param.annotation)
+                if expected is not None:
+                    problems.append(f"{param.name} must be {expected}, got {kwargs[param.name]!r}")
+        if problems:
+            raise TypeError(f"{where}: " + "; ".join(problems))
 
     def describe(self, *args: Any, **kwargs: Any) -> Any:
         """The factory's capability record for this config (see :mod:`vlmkit.interfaces`), or None."""

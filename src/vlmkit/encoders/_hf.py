@@ -16,6 +16,7 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from vlmkit._context import should_load_pretrained
+from vlmkit._files import check_local_source
 from vlmkit.encoders._base import check_selected_layer
 from vlmkit.interfaces import EncoderInfo, VisionEncoder
 
@@ -40,6 +41,7 @@ class HFViTTower(VisionEncoder):
             fields.pop("model_type", None)
             hf_config = cls.config_class(**fields)
         elif pretrained is not None:
+            check_local_source(pretrained, cls.name)
             hf_config = cls.config_class.from_pretrained(pretrained)
         else:
             raise ValueError(

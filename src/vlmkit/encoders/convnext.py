@@ -17,7 +17,6 @@ pickle format exists (as Mini-Gemini ships it), ``open_clip_pytorch_model.bin`` 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import nn
 
 import vlmkit
 from vlmkit._context import should_load_pretrained
+from vlmkit._files import read_json
 from vlmkit.encoders._base import fuse_stages
 from vlmkit.interfaces import EncoderInfo, VisionEncoder
 
@@ -103,9 +103,8 @@ def resolve_model_cfg(
         return _named_config(DEFAULT_MODEL)
     config_path = _find_file(pretrained, CONFIG_FILE, download)
     if config_path is not None:
-        with open(config_path, encoding="utf-8") as file:
-            stored = json.load(file)
-        if "model_cfg" in stored:
+        stored = read_json(Path(config_path))
+        if isinstance(stored, dict) and isinstance(stored.get("model_cfg"), dict):
             return dict(stored["model_cfg"])
     name = model_name_from_path(pretrained)
     if name is None:

@@ -26,6 +26,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 import vlmkit
 from vlmkit._context import should_load_pretrained
+from vlmkit._files import check_local_source
 from vlmkit.interfaces import LLM, LLMInfo
 from vlmkit.llms._sentencepiece import load_llama_sentencepiece
 from vlmkit.llms._tokenizers import byte_level_tokenizer
@@ -109,6 +110,7 @@ def _hf_config(
         return AutoConfig.for_model(model_type, **cfg)
     if pretrained is None:
         raise ValueError("hf-causal-lm needs `pretrained` (a path or hub id) or an architecture `config`")
+    check_local_source(pretrained, "hf-causal-lm")
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
