@@ -8,6 +8,7 @@ normalised tensor; with MGM-HD it is cut into ``image_grid**2`` crops plus a glo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -223,11 +224,25 @@ class ImageProcessor:
             raise TypeError(f"expected a float pixel tensor (already normalised), got {x.dtype}")
         return batched
 
+def _within_pixel_limit(image: Image.Image, pixels: int) -> Image.Image:
+    """``image`` scaled down (bicubic, aspect kept) when an intermediate of ``pixels`` pixels made
+    from it would exceed PIL's decompression-bomb limit (e.g. padding a 1 x 50,000 strip to a
+    square); unchanged otherwise, so ordinary images are processed exactly as Mini-Gemini does."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if not limit or pixels <= limit:
+        return image
+    scale = math.sqrt(limit / pixels)
+    w, h = image.size
+    return image.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BICUBIC)
+
+
 def _pad_to_square(image: Image.Image, colour: tuple[int, ...]) -> Image.Image:
     """The image centred on a square canvas of ``colour`` (offset rounded down, as MGM does)."""
     w, h = image.size
     if w == h:
         return image
+    image = _within_pixel_limit(image, max(w, h) ** 2)
+    w, h = image.size
     side = max(w, h)
     canvas = Image.new(image.mode, (side, side), colour)
     canvas.paste(image, ((side - w) // 2, (side - h) // 2))
@@ -237,6 +252,11 @@ def _pad_to_square(image: Image.Image, colour: tuple[int, ...]) -> Image.Image:
 def _resize_and_centre_crop(image: Image.Image, size: int) -> Image.Image:
     """Shortest side to ``size`` (bicubic), then the centre ``size x size`` (CLIP's processor)."""
     w, h = image.size
+    if size * size * max(w, h) > (Image.MAX_IMAGE_PIXELS or 0) * min(w, h):
+        short = min(w, h)  # the resized strip would be huge: cut the centre square first
+        left, top = (w - short) // 2, (h - short) // 2
+        image = image.crop((left, top, left + short, top + short))
+        w, h = image.size
     if w <= h:
         new_w, new_h = size, int(size * h / w)
     else:
