@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import vlmkit
 from vlmkit.config import SLOTS, ConfigError
@@ -52,6 +53,8 @@ def _configs(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(config=_configs())
+@example(config={**TINY, "lr_encoder": {**TINY["lr_encoder"], "config": []}})
+@example(config={**TINY, "lr_encoder": {**TINY["lr_encoder"], "select_layer": "last"}})
 def test_fuzzed_configs_plan_or_raise_config_error(config):
     try:
         vlmkit.plan(config)
@@ -265,3 +268,28 @@ def test_train_survives_image_123_and_resume_names_a_blocked_pickle(tmp_path):
     proc = _vlmkit("train", "run.yaml", "--resume", "--no-progress", cwd=tmp_path)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "optimizer.pt: refused to load" in proc.stderr
+
+
+def test_eval_skips_questions_it_cannot_answer_and_names_broken_files(tmp_path, model,
+                                                                       monkeypatch):
+    from vlmkit.train.vqa_eval import evaluate, load_questions
+
+    Image.new("RGB", (120, 120)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)
+    questions = [
+        {"question_id": 1, "image": 123, "question": "what?", "answers": ["a"]},
+        {"question_id": 2, "image": "bomb.png", "question": "what?", "answers": ["a"]},
+        {"question_id": 3, "image": None, "question": "a" * 2000, "answers": ["a"]},
+        {"question_id": 4, "image": None, "question": "fine?", "answers": ["a"]},
+    ]
+    report = evaluate(model, questions, tmp_path, max_new_tokens=1, progress=False)
+    assert [r["question_id"] for r in report["results"]] == [4]
+    reasons = {s["question_id"]: s["error"] for s in report["skipped"]}
+    assert reasons[1] == "'image' must be a path"
+    assert "decompression bomb" in reasons[2]
+    assert "context holds 1024 tokens" in reasons[3]
+    (tmp_path / "q.json").write_text(json.dumps([
+        {"id": 7, "conversations": ["not a turn", {"from": "human", "value": "q?"}],
+         "answers": {"a": 1}}]))
+    with pytest.raises(ValueError, match=r"question 7: 'answers' must be a list of strings"):
+        load_questions(tmp_path / "q.json")

@@ -86,13 +86,19 @@ def load_questions(path: str | Path) -> list[dict[str, Any]]:
         answers = record.get("answers")
         turns = record.get("conversations")
         if question is None and isinstance(turns, list):
-            question = next((t["value"] for t in turns if t.get("from") in ("human", "user")), None)
+            turns = [t for t in turns if isinstance(t, dict)]
+            question = next((t.get("value") for t in turns if t.get("from") in ("human", "user")),
+                            None)
             if answers is None:
-                answers = [t["value"] for t in turns if t.get("from") in ("gpt", "assistant")][:1]
+                answers = [t.get("value") for t in turns if t.get("from") in ("gpt", "assistant")][:1]
         if not isinstance(question, str):
             raise ValueError(f"{path}: question {qid!r} has no 'text', 'question' or human turn")
         if isinstance(answers, str):
             answers = [answers]
+        if answers is not None and (not isinstance(answers, list)
+                                    or not all(isinstance(a, str) for a in answers)):
+            raise ValueError(f"{path}: question {qid!r}: 'answers' must be a list of strings, "
+                             f"got {answers!r}")
         out.append({"question_id": qid, "image": record.get("image"), "question": question,
                     "answers": list(answers or [])})
     return out
@@ -101,7 +107,9 @@ def load_questions(path: str | Path) -> list[dict[str, Any]]:
 def evaluate(model: Any, questions: list[dict[str, Any]], image_folder: str | Path | None, *,
              prompt_suffix: str = "", max_new_tokens: int = 16, progress: bool = True) -> dict[str, Any]:
     """Answer every question with ``model.chat`` and score it; returns ``{"accuracy", "results",
-    "skipped"}``. A question whose image cannot be read is skipped (with its path) and counted."""
+    "skipped"}``. A question whose image cannot be read (or is not a path), or that does not fit
+    the LLM's context, is skipped (with its path and the reason) and counted."""
+    from PIL import Image
     from tqdm.auto import tqdm
 
     from vlmkit.data.processor import load_image
@@ -113,15 +121,23 @@ def evaluate(model: Any, questions: list[dict[str, Any]], image_folder: str | Pa
     for q in bar:
         images = None
         if q["image"] is not None:
+            if not isinstance(q["image"], str) or not q["image"]:
+                skipped.append({"question_id": q["question_id"], "path": repr(q["image"]),
+                                "error": "'image' must be a path"})
+                continue
             path = Path(q["image"])
             path = folder / path if folder is not None and not path.is_absolute() else path
             try:
                 images = [load_image(path)]
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
                 skipped.append({"question_id": q["question_id"], "path": str(path), "error": str(err)})
                 continue
-        prediction = model.chat(images, [{"role": "user", "content": q["question"] + prompt_suffix}],
-                                max_new_tokens=max_new_tokens)
+        try:
+            prediction = model.chat(images, [{"role": "user", "content": q["question"] + prompt_suffix}],
+                                    max_new_tokens=max_new_tokens)
+        except ValueError as err:  # e.g. a question longer than the LLM's context
+            skipped.append({"question_id": q["question_id"], "path": str(q["image"]), "error": str(err)})
+            continue
         score = vqa_accuracy(prediction, q["answers"]) if q["answers"] else None
         if score is not None:
             total += score
@@ -150,8 +166,8 @@ def eval_command(model: str, questions: str, image_folder: str | None, output: s
     try:
         items = load_questions(questions)
         vlm = load_model(model, what="MODEL")
-    except (ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from err
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from None
     folder = image_folder if image_folder is not None else str(Path(questions).parent)
     report = evaluate(vlm, items, folder, prompt_suffix=prompt_suffix.replace("\\n", "\n"),
                       max_new_tokens=max_new_tokens, progress=not no_progress)
