@@ -1,13 +1,13 @@
 """Replacing a directory so that a crash or a second writer never loses the complete copy.
 
-A writer builds its new folder under a temporary sibling ``.NAME.tmp-<pid>-<random>``
+A writer builds its new folder under a temporary sibling ``.NAME.tmp-<pid>@<host>-<random>``
 (:func:`temporary_sibling`), then :func:`replace_directory` swaps it in: the old ``NAME`` is renamed
-to the writer's own ``.NAME.old-<pid>-<random>``, the new folder is renamed to ``NAME``, and the old
+to the writer's own ``.NAME.old-<pid>@<host>-<random>``, the new folder is renamed to ``NAME``, and the old
 copy is deleted. Renames within one file system are atomic, so at every instant a complete copy
 exists under ``NAME`` or under a ``.NAME.old-*`` name. If the process dies between the two renames,
 :func:`recover_directory` (called by every load and save of ``NAME``) renames the newest
 ``.NAME.old-*`` back; it also deletes temporary siblings and old copies whose writer process is
-gone. Two writers never share a temporary or old name; when one writer's rename finds another's
+gone (a writer on another host, as on shared storage, is taken to be alive). Two writers never share a temporary or old name; when one writer's rename finds another's
 folder already in place, it moves that aside too and tries again, so the last writer wins.
 """
 
@@ -17,20 +17,36 @@ import errno
 import os
 import shutil
 import tempfile
+import socket
 import uuid
 from pathlib import Path
 
 _ATTEMPTS = 100
 
 
+def _writer() -> str:
+    """This process as it appears in folder names: ``<pid>@<host>`` (host letters and digits)."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum()) or "host"
+    return f"{os.getpid()}@{host}"
+
+
 def temporary_sibling(target: Path) -> Path:
     """A new empty folder beside ``target``, named for this process."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{_writer()}-", dir=target.parent))
 
 
-def _pid_alive(pid: int) -> bool:
+def _writer_alive(writer: str | None) -> bool:
+    """Whether the process named ``<pid>@<host>`` (or a bare ``<pid>``) may still be running."""
+    if writer is None:
+        return False
+    pid_text, _, host = writer.partition("@")
+    if not pid_text.isdigit():
+        return False
+    if host and host != _writer().partition("@")[2]:
+        return True  # another machine's process: cannot tell, so keep its folders
+    pid = int(pid_text)
     if pid == os.getpid():
         return True
     try:
@@ -42,12 +58,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _writer_pid(name: str, prefixes: tuple[str, ...]) -> int | None:
-    """The pid in ``<prefix><pid>-<random>``; None for other names (e.g. legacy ``.NAME.old``)."""
+def _writer_of(name: str, prefixes: tuple[str, ...]) -> str | None:
+    """The ``<pid>@<host>`` in ``<prefix><pid>@<host>-<random>``; None for other names (e.g.
+    legacy ``.NAME.old``)."""
     for prefix in prefixes:
         if name.startswith(prefix):
-            head = name[len(prefix):].split("-", 1)[0]
-            return int(head) if head.isdigit() else None
+            return name[len(prefix):].split("-", 1)[0]
     return None
 
 
@@ -76,9 +92,9 @@ def recover_directory(target: str | Path) -> None:
                     break  # a writer's new copy arrived meanwhile
                 raise
     for path in _siblings(target, "old") + _siblings(target, "tmp"):
-        pid = _writer_pid(path.name, (old_prefix, tmp_prefix))
+        alive = _writer_alive(_writer_of(path.name, (old_prefix, tmp_prefix)))
         is_old = path.name.startswith(f".{target.name}.old")
-        if (pid is None or not _pid_alive(pid)) and (target.exists() or not is_old):
+        if not alive and (target.exists() or not is_old):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -95,7 +111,7 @@ def replace_directory(source: Path, target: Path) -> None:
         except OSError as err:
             if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                 raise
-        backup = target.with_name(f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+        backup = target.with_name(f".{target.name}.old-{_writer()}-{uuid.uuid4().hex[:12]}")
         try:
             os.rename(target, backup)
             backups.append(backup)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import vlmkit
-from vlmkit._replace import recover_directory
+from vlmkit._replace import _writer, recover_directory
 from vlmkit.train.trainer import TrainConfig, Trainer
 from tests.train.conftest import dataset, tiny_data, tiny_model  # noqa: F401 - fixture
 
@@ -124,20 +124,23 @@ def _dead_pid() -> int:
 def test_recovery_keeps_the_folders_of_live_writers(tmp_path):
     target = tmp_path / "model"
     target.mkdir()
-    live = tmp_path / f".model.tmp-{os.getpid()}-abc"
-    dead = tmp_path / f".model.tmp-{_dead_pid()}-abc"
-    old_dead = tmp_path / f".model.old-{_dead_pid()}-abc"
-    for folder in (live, dead, old_dead):
+    host = _writer().partition("@")[2]
+    live = tmp_path / f".model.tmp-{os.getpid()}@{host}-abc"
+    elsewhere = tmp_path / f".model.tmp-{_dead_pid()}@another{host}-abc"  # another machine's
+    dead = tmp_path / f".model.tmp-{_dead_pid()}@{host}-abc"
+    old_dead = tmp_path / f".model.old-{_dead_pid()}@{host}-abc"
+    legacy = tmp_path / ".model.old"
+    for folder in (live, elsewhere, dead, old_dead, legacy):
         folder.mkdir()
     recover_directory(target)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", live.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", live.name, elsewhere.name])
 
 
 def test_leftovers_of_a_killed_training_run_are_removed(tiny_data, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     leftovers = [out / ".tmp-checkpoint-7", out / ".deleting-checkpoint-3",
-                 out / f".final.tmp-{_dead_pid()}-x"]
+                 out / f".final.tmp-{_dead_pid()}@{_writer().partition('@')[2]}-x"]
     for folder in leftovers:
         folder.mkdir()
     (leftovers[0] / "optimizer.pt").write_text("partial")
