@@ -13,6 +13,10 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+# Annotation head -> how an error names it.
+_WORDS = {"None": "None", "bool": "True or False", "int": "an integer", "float": "a number",
+          "str": "a string", "dict": "a mapping", "Mapping": "a mapping", "list": "a list",
+          "tuple": "a list", "Sequence": "a list"}
 # Annotation head -> predicate on a config value.
 _KINDS: dict[str, Any] = {
     "None": lambda v: v is None,
@@ -53,7 +57,7 @@ def _alternatives(annotation: str) -> list[str]:
 
 def type_problem(value: Any, annotation: Any) -> str | None:
     """``None`` when ``value`` fits ``annotation`` (or the annotation is not readable), else the
-    expected kinds as text, e.g. ``"dict | None"``."""
+    expected kinds in words, e.g. ``"a mapping or None"``."""
     if annotation is inspect.Parameter.empty:
         return None
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
@@ -64,4 +68,5 @@ def type_problem(value: Any, annotation: Any) -> str | None:
         return None
     if any(_KINDS[head](value) for head in heads):
         return None
-    return " | ".join(heads)
+    words = list(dict.fromkeys(_WORDS[head] for head in heads))
+    return " or ".join(words)

@@ -106,7 +106,7 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
         try:
             entry = get(SLOT_KINDS[slot], spec.name)
             entry.check_kwargs(spec.kwargs, where=f"{slot} {spec.name!r}")
-        except (RegistryError, TypeError) as err:
+        except (RegistryError, TypeError, ValueError) as err:
             errors.append(f"{slot}: {err}")
             continue
         result.entries[slot] = entry

@@ -91,8 +91,9 @@ class Entry:
         return [p.name for p in self.params]
 
     def check_kwargs(self, kwargs: dict[str, Any], where: str | None = None) -> None:
-        """Raise ``TypeError`` naming any key the factory does not accept and the valid ones, or
-        any value whose kind differs from the keyword's annotation (:mod:`vlmkit._annotations`)."""
+        """Raise ``TypeError`` naming any key the factory does not accept and the valid ones, and
+        ``ValueError`` naming any value whose kind differs from the keyword's annotation
+        (:mod:`vlmkit._annotations`)."""
         if self.accepts_any_kwargs:
             return
         where = where or f"{self.kind} {self.name!r}"
@@ -108,7 +109,7 @@ class Entry:
                 if expected is not None:
                     problems.append(f"{param.name} must be {expected}, got {kwargs[param.name]!r}")
         if problems:
-            raise TypeError(f"{where}: " + "; ".join(problems))
+            raise ValueError(f"{where}: " + "; ".join(problems))
 
     def describe(self, *args: Any, **kwargs: Any) -> Any:
         """The factory's capability record for this config (see :mod:`vlmkit.interfaces`), or None."""
