@@ -293,3 +293,23 @@ def test_eval_skips_questions_it_cannot_answer_and_names_broken_files(tmp_path, 
          "answers": {"a": 1}}]))
     with pytest.raises(ValueError, match=r"question 7: 'answers' must be a list of strings"):
         load_questions(tmp_path / "q.json")
+
+
+def test_train_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import vlmkit._checkpoint as checkpoint
+    from vlmkit.data.llava import write_synthetic
+    from vlmkit.train.command import train_command
+
+    data = write_synthetic(tmp_path / "data", n=8)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    result = CliRunner().invoke(train_command, ["mgm-tiny", "--data", str(data), "--max-steps", "1",
+                                                "--output-dir", str(tmp_path / "out"),
+                                                "--no-progress"])
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError), result.output
+    assert (f"Error: [Errno 28] no space left to save the model to {tmp_path / 'out' / 'final'}; "
+            "nothing was written") in result.output
