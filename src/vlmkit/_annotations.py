@@ -3,13 +3,14 @@
 Component keyword arguments come from YAML/JSON, so their values are ``None``, bools, numbers,
 strings, lists and mappings. An annotation such as ``dict[str, Any] | None`` or
 ``tuple[int, ...]`` is read (as text, or as a type) into those plain kinds; a value of another
-kind is named before the component sees it. Annotations this cannot read (a class, a protocol)
+kind is named before the component sees it (a ``str`` keyword also takes a ``pathlib.Path``). Annotations this cannot read (a class, a protocol)
 accept any value.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +24,7 @@ _KINDS: dict[str, Any] = {
     "bool": lambda v: isinstance(v, bool),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
+    "str": lambda v: isinstance(v, (str, os.PathLike)),
     "dict": lambda v: isinstance(v, Mapping),
     "Mapping": lambda v: isinstance(v, Mapping),
     "list": lambda v: isinstance(v, (list, tuple)),

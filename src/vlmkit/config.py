@@ -91,6 +91,9 @@ class VLMConfig:
     image_label: str = ""
     training: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
@@ -115,9 +118,6 @@ class VLMConfig:
                 data[slot] = ComponentSpec.parse(slot, data[slot])
             elif slot in data:
                 del data[slot]
-        _check_fields(data)
-        if "image_label" in data:
-            check_image_label(data["image_label"])
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,26 +166,27 @@ def check_image_label(label: Any) -> str:
 ASPECT_RATIOS: tuple[str, ...] = ("pad", "resize", "crop")
 
 
-def _check_fields(data: Mapping[str, Any]) -> None:
-    """Model-level fields have the type they are used as; a string ``'no'`` is not a bool."""
+def _check_fields(config: VLMConfig) -> None:
+    """Model-level fields have the kind their annotation names (a string ``'no'`` is not a bool,
+    ``2.5`` not an integer) and a valid value."""
+    from vlmkit._annotations import type_problem
+
     problems = []
-    grid = data.get("image_grid", 1)
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        problems.append(f"image_grid must be an integer >= 1, got {grid!r}")
-    if not isinstance(data.get("image_global", False), bool):
-        problems.append(f"image_global must be true or false, got {data['image_global']!r}")
-    aspect = data.get("image_aspect_ratio", "pad")
-    if aspect not in ASPECT_RATIOS:
-        problems.append(f"image_aspect_ratio must be one of {list(ASPECT_RATIOS)}, got {aspect!r}")
-    for key in ("chat_template", "description"):
-        if key in data and not isinstance(data[key], str):
-            problems.append(f"{key} must be a string, got {data[key]!r}")
-    if data.get("name") is not None and not isinstance(data["name"], str):
-        problems.append(f"name must be a string, got {data['name']!r}")
-    if not isinstance(data.get("training", {}), Mapping):
-        problems.append(f"training must be a mapping of stage to settings, got {data['training']!r}")
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name not in SLOTS:
+            expected = type_problem(value, f.type)
+            if expected is not None:
+                problems.append(f"{f.name} must be {expected}, got {value!r}")
+    if not problems and config.image_grid < 1:
+        problems.append(f"image_grid must be an integer >= 1, got {config.image_grid!r}")
+    if not problems and config.image_aspect_ratio not in ASPECT_RATIOS:
+        problems.append(
+            f"image_aspect_ratio must be one of {list(ASPECT_RATIOS)}, got {config.image_aspect_ratio!r}"
+        )
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+    check_image_label(config.image_label)
 
 
 def _preset_dir() -> Any:

@@ -93,11 +93,12 @@ def test_prompt_plus_new_tokens_past_the_context_is_refused(model):
 
 # ---------------------------------------------------------------- config fields
 @pytest.mark.parametrize("key, value, message", [
-    ("image_grid", 2.5, "image_grid must be an integer >= 1, got 2.5"),
-    ("image_grid", "2", "image_grid must be an integer >= 1, got '2'"),
-    ("image_grid", True, "image_grid must be an integer >= 1, got True"),
-    ("image_global", "no", "image_global must be true or false, got 'no'"),
-    ("image_global", 1, "image_global must be true or false, got 1"),
+    ("image_grid", 2.5, "image_grid must be an integer, got 2.5"),
+    ("image_grid", "2", "image_grid must be an integer, got '2'"),
+    ("image_grid", True, "image_grid must be an integer, got True"),
+    ("image_grid", 0, "image_grid must be an integer >= 1, got 0"),
+    ("image_global", "no", "image_global must be True or False, got 'no'"),
+    ("image_global", 1, "image_global must be True or False, got 1"),
     ("image_aspect_ratio", "squash", "image_aspect_ratio must be one of"),
     ("training", ["pretrain"], "training must be a mapping"),
 ])
@@ -106,6 +107,25 @@ def test_mistyped_model_fields_are_named(key, value, message):
     config[key] = value
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         vlmkit.plan(config)
+
+
+def test_a_config_built_in_code_is_checked_too():
+    from vlmkit.config import ComponentSpec, VLMConfig
+
+    with pytest.raises(ConfigError, match="image_global must be True or False, got 'no'"):
+        VLMConfig(lr_encoder=ComponentSpec("hf-clip-vit"), projector=ComponentSpec("linear"),
+                  llm=ComponentSpec("hf-causal-lm"), image_global="no")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("bf16", "no", "bf16 must be True or False or None, got 'no'"),
+    ("adam_betas", [0.9], "adam_betas must be two numbers"),
+    ("lr_multipliers", {"projector": "2"}, "lr_multipliers must map slots to numbers"),
+    ("chat_template", "vicuna_v2", "chat_template: unknown chat template 'vicuna_v2'"),
+])
+def test_mistyped_train_fields_are_refused_not_guessed(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
 
 
 def test_plan_refuses_an_unknown_chat_template():

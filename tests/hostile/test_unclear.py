@@ -241,8 +241,8 @@ def test_command_line_errors_are_one_line(tmp_path):
     cases = [
         (("train", "bad.yaml"), "bad.yaml is not valid YAML"),
         (("train", "lr.yaml"), "learning_rate must be a number, got 'fast'"),
-        (("build", "model.yaml"), "image_global must be true or false, got 'no'"),
-        (("chat", "--model", "model.yaml"), "image_global must be true or false, got 'no'"),
+        (("build", "model.yaml"), "image_global must be True or False, got 'no'"),
+        (("chat", "--model", "model.yaml"), "image_global must be True or False, got 'no'"),
     ]
     for args, message in cases:
         proc = _vlmkit(*args, cwd=tmp_path)

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from vlmkit.data.collate import Collator
-from vlmkit.data.conversation import IGNORE_INDEX
+from vlmkit._annotations import type_problem
+from vlmkit.data.conversation import IGNORE_INDEX, get_template
 from vlmkit.train import checkpoint as ckpt
 from vlmkit.train._sampling import GlobalBatches, micro_batch_loader
 from vlmkit.train._step import (
@@ -52,7 +53,7 @@ class TrainingError(ValueError):
 
 def _as_float(name: str, value: Any) -> Any:
     """YAML 1.1 (PyYAML) reads ``1e-3`` as a string (it wants ``1.0e-3``); such strings are
-    accepted as numbers. Anything else that is not a number is left for the checks to name."""
+    accepted as numbers. Other values are left for the annotation checks to name."""
     if isinstance(value, str):
         try:
             return float(value)
@@ -109,23 +110,29 @@ class TrainConfig:
         check_stage(self.stage)
         problems = []
         for name in _FLOAT_FIELDS:
-            value = _as_float(name, getattr(self, name))
-            setattr(self, name, value)
-            if (value is not None or name != "max_grad_norm") and (
-                    isinstance(value, bool) or not isinstance(value, (int, float))):
-                problems.append(f"{name} must be a number, got {value!r}")
+            setattr(self, name, _as_float(name, getattr(self, name)))
+        for f in dataclasses.fields(self):  # each value has the kind its annotation names
+            expected = type_problem(getattr(self, f.name), f.type)
+            if expected is not None:
+                problems.append(f"{f.name} must be {expected}, got {getattr(self, f.name)!r}")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+        betas = list(self.adam_betas)
+        if len(betas) != 2 or type_problem(betas[0], "float") or type_problem(betas[1], "float"):
+            problems.append(f"adam_betas must be two numbers, got {self.adam_betas!r}")
+        bad = {k: v for k, v in self.lr_multipliers.items() if type_problem(v, "float")}
+        if bad:
+            problems.append(f"lr_multipliers must map slots to numbers, got {bad}")
+        if self.chat_template is not None:
+            try:
+                get_template(self.chat_template)
+            except ValueError as err:
+                problems.append(f"chat_template: {err}")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
         for name in ("max_steps", "per_device_batch_size", "grad_accum_steps", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
-        for name in ("global_batch_size", "save_steps", "num_workers", "seed"):
-            value = getattr(self, name)
-            if (value is not None or name != "global_batch_size") and (
-                    isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"invalid TrainConfig: {name} must be an int, got {value!r}")
         if self.global_batch_size is not None and self.global_batch_size < 1:
             problems.append(f"global_batch_size must be >= 1, got {self.global_batch_size}")
         if not 0 <= self.warmup_ratio <= 1:
