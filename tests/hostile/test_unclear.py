@@ -313,3 +313,12 @@ def test_train_on_a_full_disk_is_one_line(tmp_path, monkeypatch):
     assert result.exit_code == 1 and not isinstance(result.exception, OSError), result.output
     assert (f"Error: [Errno 28] no space left to save the model to {tmp_path / 'out' / 'final'}; "
             "nothing was written") in result.output
+
+
+def test_a_broken_trainer_state_names_the_file(tmp_path):
+    from vlmkit.train.checkpoint import read_state
+    from vlmkit.train.distributed import init_from_env
+
+    (tmp_path / "trainer_state.json").write_text('{"step": 3,')
+    with pytest.raises(ValueError, match=f"{tmp_path / 'trainer_state.json'} is not valid JSON"):
+        read_state(tmp_path, init_from_env())
