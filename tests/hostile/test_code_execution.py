@@ -106,3 +106,15 @@ def test_only_the_callers_argument_decides_remote_code(tmp_path_factory, claims,
     (folder / "config.json").write_text(json.dumps({"config": config}))
     read = read_config(folder, trust_remote_code=allow)
     assert {slot: read[slot]["trust_remote_code"] for slot in claims} == {s: allow for s in claims}
+
+
+def test_tokenizer_kwargs_cannot_turn_on_remote_code(tmp_path):
+    marker = tmp_path / "marker.txt"
+    folder = code_directory(tmp_path, marker)
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"auto_map": {"AutoTokenizer": ["remote_config.RemoteConfig", None]}}))
+    llm = vlmkit.create("llm", "hf-causal-lm", config=vlmkit.load_config("mgm-tiny").llm.kwargs["config"],
+                        tokenizer=str(folder), tokenizer_kwargs={"trust_remote_code": True})
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        llm.tokenizer
+    assert not marker.exists()
