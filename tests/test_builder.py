@@ -39,7 +39,7 @@ def counting_encoder():
     registry("vision_encoder").unregister("test-counting")
 
 
-LLM = {"name": "hf-causal-lm", **vlmkit.registry.get("llm", "hf-causal-lm").tiny}
+LLM = {"name": "hf-causal-lm", **vlmkit.components.get("llm", "hf-causal-lm").tiny}
 
 
 def _config(**overrides):

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import vlmkit
 from vlmkit.interfaces import EncoderInfo, LLMInfo, MinerInfo, ProjectorInfo
-from vlmkit.registry import get
+from vlmkit.components import get
 
 
 def _params(kind: str) -> list:

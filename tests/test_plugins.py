@@ -24,7 +24,7 @@ import json, warnings
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import vlmkit
-    from vlmkit.registry import get
+    from vlmkit.components import get
     names = vlmkit.available()
     failures = [(f.entry_point, f.distribution, type(f.error).__name__) for f in vlmkit.plugin_failures()]
 origin = None

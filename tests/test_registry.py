@@ -6,11 +6,11 @@ import pytest
 from torch import nn
 
 import vlmkit
+from vlmkit.components import get
 from vlmkit.registry import (
     DuplicateComponentError,
     UnknownComponentError,
     UnknownKindError,
-    get,
     registry,
 )
 

@@ -1,4 +1,4 @@
-"""Save and load a :class:`~vlmkit.model.VisionLanguageModel` directory.
+"""The files of a saved :class:`~vlmkit.model.VisionLanguageModel` directory: writing and reading them.
 
 Layout: ``config.json`` (the resolved vlmkit config), ``tokenizer/`` (the LLM's tokenizer) and
 ``model.safetensors`` or ``model-0000k-of-0000n.safetensors`` shards with
@@ -21,7 +21,7 @@ import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import load_file, save_file
 
-import vlmkit
+from vlmkit._version import __version__
 
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"
@@ -83,7 +83,7 @@ def save_model(
             model.llm.save_tokenizer(tmp / TOKENIZER_DIR)
             config["llm"]["tokenizer"] = TOKENIZER_DIR
         (tmp / CONFIG_NAME).write_text(
-            json.dumps({"vlmkit_version": vlmkit.__version__, "config": config}, indent=2)
+            json.dumps({"vlmkit_version": __version__, "config": config}, indent=2)
         )
         state, aliases = _dedupe(model.state_dict() if state_dict is None else state_dict)
         split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
@@ -125,18 +125,3 @@ def load_state(directory: Path) -> dict[str, torch.Tensor]:
         state[alias] = state[name]
     return state
 
-
-def load_model(directory: Path, *, device: str | torch.device | None = None) -> Any:
-    from vlmkit.builder import build
-
-    model = build(read_config(directory), load_pretrained=False)
-    state = load_state(directory)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{directory}: weights do not match the config: missing {result.missing_keys[:10]}, "
-            f"unexpected {result.unexpected_keys[:10]}"
-        )
-    if device is not None:
-        model.to(device)
-    return model.eval()

@@ -1,11 +1,12 @@
-"""Assemble a :class:`~vlmkit.model.VisionLanguageModel` from a config, checking fit first.
+"""Check that a config's components fit, then create them.
 
 :func:`plan` resolves every slot's registry entry, validates its keyword arguments against the
 component's signature, asks each component to *describe* itself (widths, grids, token counts) and
 checks neighbours: encoder widths → miner inputs, miner width → projector input, projector output →
 LLM hidden size. Widths a config leaves out are filled in from the neighbour; widths it states must
 agree. Every problem is collected and raised at once, by slot, name and value, before any weights
-are allocated. :func:`build` then instantiates the components.
+are allocated. :func:`create_components` then instantiates the components, and
+:func:`vlmkit.model.build` assembles them into a model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 from vlmkit._context import no_pretrained
 from vlmkit.config import SLOT_KINDS, ConfigError, ComponentSpec, VLMConfig, load_config
 from vlmkit.interfaces import EncoderInfo, LLMInfo, MinerInfo, ProjectorInfo
-from vlmkit.registry import Entry, RegistryError, get
+from vlmkit.components import get
+from vlmkit.registry import Entry, RegistryError
 
 # (slot, keyword, source slot, source attribute): the keyword is filled from / checked against the
 # source slot's described output.
@@ -143,21 +145,15 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
     return result
 
 
-def build(
-    config: VLMConfig | Mapping[str, Any] | str | Path,
-    *,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    load_pretrained: bool = True,
-) -> Any:
-    """Build a :class:`~vlmkit.model.VisionLanguageModel` after :func:`plan` has checked the config.
+def create_components(
+    checked: Plan, *, device: str | torch.device | None = None, load_pretrained: bool = True
+) -> tuple[VLMConfig, dict[str, Any]]:
+    """Instantiate every slot of a :class:`Plan`: ``(resolved config, {slot: component})``.
 
-    ``device="meta"`` builds the architecture without weights or files (for summaries);
-    ``load_pretrained=False`` builds random weights even where a slot names pretrained ones.
+    The resolved config states every keyword argument the plan filled in. ``device="meta"``
+    builds the architecture without weights or files; ``load_pretrained=False`` builds random
+    weights even where a slot names pretrained ones.
     """
-    from vlmkit.model import VisionLanguageModel
-
-    checked = plan(config)
     meta = device is not None and torch.device(device).type == "meta"
     with contextlib.ExitStack() as stack:
         if meta or not load_pretrained:
@@ -170,12 +166,7 @@ def build(
     resolved = checked.config.copy()
     for slot, kwargs in checked.kwargs.items():
         setattr(resolved, slot, ComponentSpec(checked.entries[slot].name, dict(kwargs)))
-    model = VisionLanguageModel(resolved, plan=checked, **parts)
-    if device is not None and not meta:
-        model.to(device)
-    if dtype is not None:
-        model.to(dtype)
-    return model
+    return resolved, parts
 
 
-__all__ = ["plan", "build", "Plan", "ConfigError"]
+__all__ = ["plan", "create_components", "Plan", "ConfigError"]

@@ -49,7 +49,8 @@ def load_model(spec: str, *, device: str | None = None, what: str = "--model") -
     ``what`` names the argument in the :class:`ChatError` a bad ``spec`` raises."""
     import json
 
-    import vlmkit
+    from vlmkit.config import presets
+    from vlmkit.model import VisionLanguageModel, build
 
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -62,7 +63,7 @@ def load_model(spec: str, *, device: str | None = None, what: str = "--model") -
             raise ChatError(f"{what} {spec}: config.json is not valid JSON ({err})") from None
         try:
             if "config" in data:
-                return vlmkit.VisionLanguageModel.from_pretrained(path, device=device)
+                return VisionLanguageModel.from_pretrained(path, device=device)
             if "mm_vision_tower" in data:
                 return _load_mgm(path, device)
         except _LOAD_ERRORS as err:
@@ -73,14 +74,14 @@ def load_model(spec: str, *, device: str | None = None, what: str = "--model") -
     if path.suffix in (".yaml", ".yml", ".json"):
         if not path.is_file():
             raise ChatError(f"{what} {spec}: no such config file")
-        return vlmkit.build(str(path), device=device)
-    if spec in vlmkit.presets():
-        return vlmkit.build(spec, device=device)
+        return build(str(path), device=device)
+    if spec in presets():
+        return build(spec, device=device)
     if "/" in spec or spec.startswith("."):
         raise ChatError(f"{what} {spec}: no such directory")
     raise ChatError(
         f"{what} {spec}: not a preset, config file or model directory "
-        f"(presets: {', '.join(vlmkit.presets())})"
+        f"(presets: {', '.join(presets())})"
     )
 
 
@@ -106,15 +107,15 @@ def make_bridge(model: Any, name: str | None, pipeline: str | None) -> Any:
     """The bridge for ``/gen``: ``name`` (with ``pretrained=pipeline`` for ``diffusers``), else the
     model's bridge slot, else ``diffusers`` when a pipeline is given or the model has none,
     falling back to ``prompt-only`` when the diffusers plugin is not installed."""
-    import vlmkit
+    from vlmkit.components import available, create
 
     if name is None and pipeline is None and getattr(model, "bridge", None) is not None:
         return model.bridge
     if name is None:
-        name = "diffusers" if "diffusers" in vlmkit.available("bridge") else "prompt-only"
+        name = "diffusers" if "diffusers" in available("bridge") else "prompt-only"
     kwargs = {"pretrained": pipeline} if pipeline is not None else {}
     try:
-        return vlmkit.create("bridge", name, **kwargs)
+        return create("bridge", name, **kwargs)
     except (KeyError, TypeError, ValueError) as err:
         raise ChatError(str(err)) from None
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
-import vlmkit
 from vlmkit import plugins as plugin_state
-from vlmkit.registry import entries
+from vlmkit._version import __version__
+from vlmkit.components import entries
+from vlmkit.registry import KINDS
 
 
 def _fail(message: str) -> None:
@@ -18,13 +19,13 @@ def _fail(message: str) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(vlmkit.__version__, prog_name="vlmkit")
+@click.version_option(__version__, prog_name="vlmkit")
 def cli() -> None:
     """vlmkit: compose, inspect, train and benchmark vision-language models."""
 
 
 @cli.command("list")
-@click.option("--kind", type=click.Choice(vlmkit.KINDS), default=None, help="Only this kind.")
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind.")
 def list_command(kind: str | None) -> None:
     """Registered components by kind, with where each came from."""
     current = None
@@ -61,7 +62,7 @@ def _human(n: int) -> str:
 @click.option("--summary", is_flag=True, help="Print slots, parameter counts and visual tokens.")
 def build_command(config: str, summary: bool) -> None:
     """Check CONFIG (preset name, .yaml or .json) and build it on the meta device (no weights)."""
-    from vlmkit.builder import build
+    from vlmkit.model import build
     from vlmkit.config import ConfigError
     from vlmkit.train.stages import count_parameters
 

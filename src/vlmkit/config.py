@@ -20,6 +20,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from vlmkit.data.views import num_views
+
 SLOTS: tuple[str, ...] = ("lr_encoder", "hr_encoder", "miner", "projector", "llm", "bridge")
 OPTIONAL_SLOTS: frozenset[str] = frozenset({"hr_encoder", "bridge"})
 SLOT_KINDS: dict[str, str] = {
@@ -132,8 +134,8 @@ class VLMConfig:
 
     @property
     def num_views(self) -> int:
-        """LR views per image: ``image_grid**2`` crops plus the global view when enabled."""
-        return self.image_grid**2 + int(self.image_global and self.image_grid > 1)
+        """Views per image (:func:`vlmkit.data.views.num_views`)."""
+        return num_views(self.image_grid, self.image_global)
 
     def copy(self) -> VLMConfig:
         return copy.deepcopy(self)

@@ -9,16 +9,20 @@ splice checks both the image count and the per-image token count and names them 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from vlmkit._checkpoint import load_state, read_config, save_model
 from vlmkit._splice import splice_visual_tokens
-from vlmkit.config import VLMConfig, load_config
+from vlmkit.builder import create_components, plan
+from vlmkit.config import VLMConfig
 from vlmkit.data.conversation import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, get_template, tokenize_with_images
 from vlmkit.data.processor import ImageProcessor
+from vlmkit.data.views import split_views
 from vlmkit.interfaces import EncoderInfo
+from vlmkit.miners._layout import as_map
 
 
 class VisionLanguageModel(nn.Module):
@@ -88,9 +92,6 @@ class VisionLanguageModel(nn.Module):
         ``images``: a PIL image, a list of PIL images, a pixel tensor ``(B, 3, S, S)`` at the
         processor's input size, or the processor's output dict.
         """
-        from vlmkit.miners.mining import split_hr_views
-        from vlmkit.miners._layout import as_map
-
         pixels = self.preprocess(images)
         lr = pixels["lr"]
         views = self.num_views
@@ -106,7 +107,7 @@ class VisionLanguageModel(nn.Module):
                 raise ValueError("this model has an hr_encoder but no HR pixels were given")
             hr_features = self.hr_encoder(hr.to(device, self._encoder_dtype(self.hr_encoder)))
             if views > 1:
-                hr_features = split_hr_views(
+                hr_features = split_views(
                     as_map(hr_features), self.config.image_grid, self.config.image_global
                 )
         mined = self.miner(lr_features, hr_features)
@@ -234,8 +235,6 @@ class VisionLanguageModel(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, *, max_shard_size: int | str = "2GB") -> None:
         """Write ``config.json``, the tokenizer and safetensors weights (sharded above the size)."""
-        from vlmkit._checkpoint import save_model
-
         save_model(self, Path(directory), max_shard_size=max_shard_size)
 
     @classmethod
@@ -243,16 +242,22 @@ class VisionLanguageModel(nn.Module):
         cls, directory: str | Path, *, device: str | torch.device | None = None
     ) -> VisionLanguageModel:
         """Load a directory written by :meth:`save_pretrained`; logits equal the saved model's."""
-        from vlmkit._checkpoint import load_model
-
-        return load_model(Path(directory), device=device)
+        directory = Path(directory)
+        model = build(read_config(directory), load_pretrained=False)
+        result = model.load_state_dict(load_state(directory), strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"{directory}: weights do not match the config: missing {result.missing_keys[:10]}, "
+                f"unexpected {result.unexpected_keys[:10]}"
+            )
+        if device is not None:
+            model.to(device)
+        return model.eval()
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> VisionLanguageModel:
-        from vlmkit.builder import build
-
-        return build(load_config(config), **kwargs)
-
+        """:func:`build` (same keyword arguments)."""
+        return build(config, **kwargs)
 
 def _as_list(images: Any) -> list[Any]:
     if images is None:
@@ -263,3 +268,26 @@ def _as_list(images: Any) -> list[Any]:
         return list(images)
     return [images]
 
+
+
+def build(
+    config: VLMConfig | Mapping[str, Any] | str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    load_pretrained: bool = True,
+) -> VisionLanguageModel:
+    """A :class:`VisionLanguageModel` from a config (dict, YAML/JSON path, preset name or
+    :class:`~vlmkit.config.VLMConfig`) after :func:`~vlmkit.builder.plan` has checked it.
+
+    ``device="meta"`` builds the architecture without weights or files (for summaries);
+    ``load_pretrained=False`` builds random weights even where a slot names pretrained ones.
+    """
+    checked = plan(config)
+    resolved, parts = create_components(checked, device=device, load_pretrained=load_pretrained)
+    model = VisionLanguageModel(resolved, plan=checked, **parts)
+    if device is not None and torch.device(device).type != "meta":
+        model.to(device)
+    if dtype is not None:
+        model.to(dtype)
+    return model

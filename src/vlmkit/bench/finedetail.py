@@ -46,7 +46,8 @@ import torch
 
 from vlmkit.bench._finedetail_data import COLOURS, FRAMES, GLYPHS, TaskSpec, generate
 from vlmkit.data.conversation import IGNORE_INDEX, IMAGE_TOKEN_INDEX, build_example
-from vlmkit.data.processor import ImageProcessor, lr_view
+from vlmkit.data.processor import ImageProcessor
+from vlmkit.data.views import resize_view
 
 MODELS = ("lr_only", "hr_tokens", "mgm")
 CAPTIONS = ("caption", "colours")  # the records' caption conversations: glyphs, colour initials
@@ -221,7 +222,7 @@ def hr_pixels(records: list[dict[str, Any]], size: int) -> torch.Tensor:
 def model_pixels(model: Any, hr: torch.Tensor) -> torch.Tensor:
     """What a model is fed: the HR pixels, or their LR view for a model whose input is LR-sized."""
     size = model.processor.input_size
-    return lr_view(hr, size)
+    return resize_view(hr, size)
 
 
 def cell_targets(records: list[dict[str, Any]]) -> torch.Tensor:
@@ -421,8 +422,8 @@ def run(s: Settings | None = None, *, progress: bool = True,
     "infer_s_per_image", ...}}, "seed", "settings", "towers", "example", "machine", "total_s"}``;
     times are wall seconds (``*_cpu_s``: this process's CPU seconds).
     """
-    import vlmkit
     from vlmkit.bench._finedetail_fit import fit
+    from vlmkit.model import build
     from vlmkit.train.feature_cache import cache_frozen_towers
 
     s = s or settings()
@@ -436,15 +437,16 @@ def run(s: Settings | None = None, *, progress: bool = True,
         f"in {time.perf_counter() - start_wall:.1f}s")  # fmt: skip
 
     configs = compositions(s)
-    models = {name: vlmkit.build(configs[name]) for name in MODELS}
+    models = {name: build(configs[name]) for name in MODELS}
     # Stage 0: each distinct tower once (LR-only and MGM share the LR tower), same budget each.
     towers: dict[str, dict[str, Any]] = {}
     lr_tower = models["lr_only"].lr_encoder
     for key, encoder in (("lr_vit", lr_tower), ("hr_vit", models["hr_tokens"].lr_encoder),
                          ("hr_convnext", models["mgm"].hr_encoder)):  # fmt: skip
         size = encoder.info.image_size
-        towers[key] = _stage0(encoder, lr_view(hr["train"], size), lr_view(hr["val"], size), s,
-                              targets["train"], targets["val"], f"stage 0 {key}", progress)  # fmt: skip
+        train_px, val_px = resize_view(hr["train"], size), resize_view(hr["val"], size)
+        towers[key] = _stage0(encoder, train_px, val_px, s, targets["train"], targets["val"],
+                              f"stage 0 {key}", progress)  # fmt: skip
         log(f"stage 0 {key}: {towers[key]['wall_s']:.1f}s, val per-cell glyph acc "
             f"{towers[key]['val_glyph_acc']:.1%}, colour {towers[key]['val_colour_acc']:.1%}")
     models["mgm"].lr_encoder.load_state_dict(lr_tower.state_dict())

@@ -368,7 +368,7 @@ def load(
     from the backbone; ``dtype`` defaults to the release's ``torch_dtype``. Every MGM weight is
     checked by name and shape before the weights are loaded.
     """
-    from vlmkit.builder import build
+    from vlmkit.model import build
 
     root = Path(path)
     config = vlmkit_config(

@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-import vlmkit
 from vlmkit.encoders._hf import HFViTTower
 from vlmkit.interfaces import EncoderInfo
+from vlmkit.registry import register
 
 SELECT_FEATURES = ("patch", "cls_patch")
 
@@ -27,7 +27,7 @@ def _keep_cls(select_feature: str) -> bool:
     return select_feature == "cls_patch"
 
 
-@vlmkit.register("vision_encoder", "hf-clip-vit")
+@register("vision_encoder", "hf-clip-vit")
 class CLIPViTEncoder(HFViTTower):
     """CLIP ViT features of one hidden layer: pixels ``(B, 3, S, S)`` → tokens ``(B, T, hidden)``.
 

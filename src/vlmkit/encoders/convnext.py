@@ -29,10 +29,10 @@ import torch
 from open_clip.factory import load_state_dict as load_open_clip_file
 from torch import nn
 
-import vlmkit
 from vlmkit._context import should_load_pretrained
 from vlmkit.encoders._base import fuse_stages
 from vlmkit.interfaces import EncoderInfo, VisionEncoder
+from vlmkit.registry import register
 
 DEFAULT_MODEL = "convnext_large_d_320"
 CONFIG_FILE = "open_clip_config.json"
@@ -189,7 +189,7 @@ def open_clip_to_vlmkit(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     return converted
 
 
-@vlmkit.register("vision_encoder", "openclip-convnext")
+@register("vision_encoder", "openclip-convnext")
 class OpenCLIPConvNeXtEncoder(VisionEncoder):
     """ConvNeXt stem + stages, fused: pixels ``(B, 3, S, S)`` → map ``(B, C, S/r, S/r)``.
 

@@ -13,12 +13,12 @@ from typing import Any, ClassVar
 
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-import vlmkit
 from vlmkit.encoders._hf import HFViTTower
 from vlmkit.interfaces import EncoderInfo
+from vlmkit.registry import register
 
 
-@vlmkit.register("vision_encoder", "hf-siglip")
+@register("vision_encoder", "hf-siglip")
 class SiglipEncoder(HFViTTower):
     """SigLIP features of one hidden layer: pixels ``(B, 3, S, S)`` → ``(B, grid**2, hidden)``.
 

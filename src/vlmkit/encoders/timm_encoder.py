@@ -22,10 +22,10 @@ import torch
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-import vlmkit
 from vlmkit._context import should_load_pretrained
 from vlmkit.encoders._base import disable_drop_path, fuse_stages
 from vlmkit.interfaces import EncoderInfo, VisionEncoder
+from vlmkit.registry import register
 
 LAYOUTS = ("map", "tokens")
 CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -121,7 +121,7 @@ def _features(
     return fused.flatten(2).transpose(1, 2) if layout == "tokens" else fused
 
 
-@vlmkit.register("vision_encoder", "timm")
+@register("vision_encoder", "timm")
 class TimmEncoder(VisionEncoder):
     """A timm model's fused intermediates: ``(B, 3, S, S)`` → ``(B, C, h, w)`` or ``(B, h*w, C)``.
 

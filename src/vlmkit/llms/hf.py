@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import save_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
-import vlmkit
 from vlmkit._context import should_load_pretrained
 from vlmkit.interfaces import LLM, LLMInfo
 from vlmkit.llms._tokenizers import byte_level_tokenizer
+from vlmkit.registry import register
 
 PACKAGE_SCHEME = "pkg://"
 
@@ -108,7 +108,7 @@ def _hf_config(
     return AutoConfig.from_pretrained(pretrained, **kwargs)
 
 
-@vlmkit.register("llm", "hf-causal-lm")
+@register("llm", "hf-causal-lm")
 class HFCausalLM(LLM):
     """A Hugging Face causal LM with its tokenizer; ``embed(ids: (B, L)) -> (B, L, hidden)``.
 

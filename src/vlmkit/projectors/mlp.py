@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-import vlmkit
 from vlmkit.interfaces import Projector, ProjectorInfo
+from vlmkit.registry import register
 
 
 def _check_dims(name: str, in_dim: int, out_dim: int) -> None:
@@ -92,7 +92,7 @@ class _Positioned(nn.Sequential):
         return x if self.pos_embed is None else self.pos_embed(x)
 
 
-@vlmkit.register("projector", "linear")
+@register("projector", "linear")
 class LinearProjector(_Positioned, Projector):
     """One Linear layer: ``(B, T, in_dim) -> (B, T, out_dim)``.
 
@@ -177,14 +177,14 @@ class MLPGeluProjector(_Positioned, Projector):
         return ProjectorInfo(in_dim, out_dim)
 
 
-@vlmkit.register("projector", "mlp2x_gelu")
+@register("projector", "mlp2x_gelu")
 class MLP2xGelu(MLPGeluProjector):
     """LLaVA-1.5 / MGM projector: ``Linear, GELU, Linear``."""
 
     default_depth = 2
 
 
-@vlmkit.register("projector", "mlp3x_gelu")
+@register("projector", "mlp3x_gelu")
 class MLP3xGelu(MLPGeluProjector):
     """Three Linear layers with GELU between."""
 
