@@ -3,7 +3,8 @@
 The public names (the contract is in ``docs/architecture.md``), re-exported from the modules that
 define them: registries (``register``,
 ``create``, ``available``), plugins (``hookimpl``, ``plugin_failures``), configs, the fit check and
-the builder (``presets``, ``plan``, ``build``) and the model (``VisionLanguageModel``). This module
+the builder (``presets``, ``plan``, ``build``), the model (``VisionLanguageModel``) and ``load``,
+which resolves any model spec (preset, config file, saved directory, MGM release). This module
 is the facade: nothing inside vlmkit imports it. ``vlmkit.ops``, ``vlmkit.compat`` and the other
 subpackages load on first use.
 """
@@ -18,11 +19,12 @@ from vlmkit.builder import plan
 from vlmkit.components import available, create
 from vlmkit.config import ComponentSpec, ConfigError, VLMConfig, load_config, presets
 from vlmkit.hookspecs import hookimpl
+from vlmkit.loading import LoadError, load
 from vlmkit.model import VisionLanguageModel, build
 from vlmkit.plugins import plugin_failures
 from vlmkit.registry import KINDS, register
 
-_LAZY_SUBMODULES = ("ops", "compat", "bench", "train", "data", "kernels")
+_LAZY_SUBMODULES = ("ops", "compat", "bench", "train", "data", "kernels", "eval")
 
 
 def __getattr__(name: str) -> Any:
@@ -45,5 +47,7 @@ __all__ = [
     "ConfigError",
     "plan",
     "build",
+    "load",
+    "LoadError",
     "VisionLanguageModel",
 ]

@@ -22,6 +22,7 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors.torch import load_file, save_file
 
 from vlmkit._version import __version__
+from vlmkit.config import SLOTS
 
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"
@@ -74,7 +75,7 @@ def save_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         config = model.config.to_dict()
-        for slot in ("lr_encoder", "hr_encoder", "miner", "projector", "llm", "bridge"):
+        for slot in SLOTS:
             component = getattr(model, slot, None)
             standalone = getattr(component, "standalone_kwargs", None)
             if slot in config and callable(standalone):

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from vlmkit._context import no_pretrained
-from vlmkit.config import SLOT_KINDS, ConfigError, ComponentSpec, VLMConfig, load_config
+from vlmkit.config import ENCODER_SLOTS, SLOT_KINDS, ComponentSpec, ConfigError, VLMConfig, load_config
 from vlmkit.interfaces import EncoderInfo, LLMInfo, MinerInfo, ProjectorInfo
 from vlmkit.components import get
 from vlmkit.registry import Entry, RegistryError
@@ -100,14 +100,14 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
     if errors:  # without entries nothing further can be checked meaningfully
         raise ConfigError("config does not build:\n  - " + "\n  - ".join(errors))
 
-    for slot in ("lr_encoder", "hr_encoder", "llm"):
-        if slot in result.entries:
-            result.infos[slot] = _describe(slot, result.entries[slot], result.kwargs[slot], errors)
-    for slot, expected in (("lr_encoder", EncoderInfo), ("hr_encoder", EncoderInfo), ("llm", LLMInfo)):
-        info = result.infos.get(slot)
-        if info is not None and not isinstance(info, expected):
+    for slot in (*ENCODER_SLOTS, "llm"):
+        if slot not in result.entries:
+            continue
+        info = _describe(slot, result.entries[slot], result.kwargs[slot], errors)
+        if info is not None and not isinstance(info, LLMInfo if slot == "llm" else EncoderInfo):
             errors.append(f"{slot} {result.entries[slot].name!r}: describe() returned {info!r}")
-            result.infos[slot] = None
+            info = None
+        result.infos[slot] = info
 
     miner = result.entries["miner"]
     uses_hr = bool(getattr(miner.factory, "uses_hr", False))

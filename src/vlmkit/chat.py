@@ -19,6 +19,7 @@ import click
 
 from vlmkit.bridges.generation import ImageRequest, request_image, save_outputs
 from vlmkit.data.conversation import IMAGE_TOKEN
+from vlmkit.loading import LoadError, load
 
 DEFAULT_GEN_REQUEST = "Generate an image of what we talked about."
 HELP = "commands: /image PATH, /gen [TEXT], /reset, /quit"
@@ -39,68 +40,6 @@ def open_image(path: str | Path) -> Any:
         return load_image(path)
     except OSError as err:  # PIL's UnidentifiedImageError is an OSError
         raise ChatError(f"{path}: unsupported image format ({type(err).__name__})") from None
-
-
-def load_model(spec: str, *, device: str | None = None, what: str = "--model") -> Any:
-    """A model from a preset name, a config file (``.yaml``/``.json``), a directory written by
-    ``save_pretrained``, or an official Mini-Gemini checkpoint directory.
-
-    The one place the commands (``chat``, ``generate-image``, ``train``, ``eval``) resolve a model;
-    ``what`` names the argument in the :class:`ChatError` a bad ``spec`` raises."""
-    import json
-
-    from vlmkit.config import presets
-    from vlmkit.model import VisionLanguageModel, build
-
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        config = path / "config.json"
-        if not config.is_file():
-            raise ChatError(f"{what} {spec}: the directory has no config.json")
-        try:
-            data = json.loads(config.read_text())
-        except json.JSONDecodeError as err:
-            raise ChatError(f"{what} {spec}: config.json is not valid JSON ({err})") from None
-        try:
-            if "config" in data:
-                return VisionLanguageModel.from_pretrained(path, device=device)
-            if "mm_vision_tower" in data:
-                return _load_mgm(path, device)
-        except _LOAD_ERRORS as err:
-            raise ChatError(f"{what} {spec}: cannot load ({type(err).__name__}: {_first_line(err)})") from None
-        raise ChatError(
-            f"{what} {spec}: config.json is neither a vlmkit model's nor an official MGM checkpoint's"
-        )
-    if path.suffix in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise ChatError(f"{what} {spec}: no such config file")
-        return build(str(path), device=device)
-    if spec in presets():
-        return build(spec, device=device)
-    if "/" in spec or spec.startswith("."):
-        raise ChatError(f"{what} {spec}: no such directory")
-    raise ChatError(
-        f"{what} {spec}: not a preset, config file or model directory "
-        f"(presets: {', '.join(presets())})"
-    )
-
-
-_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _load_mgm(path: Path, device: str | None) -> Any:
-    """The one place that reaches for :mod:`vlmkit.compat.mgm` (absent in a partial install)."""
-    try:
-        from vlmkit.compat.mgm import load
-    except ImportError as err:
-        raise ChatError(f"{path} is an official MGM checkpoint, but vlmkit.compat.mgm is unavailable ({err})")
-    model = load(path)
-    return model if device is None else model.to(device)
 
 
 def make_bridge(model: Any, name: str | None, pipeline: str | None) -> Any:
@@ -260,7 +199,10 @@ def _setup(model_spec: str, images: tuple[str, ...], bridge: str | None, pipelin
 
     torch.manual_seed(seed)
     opened = [open_image(p) for p in images]  # check the files before the (slower) model load
-    model = load_model(model_spec, device=device).eval()
+    try:
+        model = load(model_spec, device=device, what="--model").eval()
+    except LoadError as err:
+        raise ChatError(str(err)) from None
     return model, opened, make_bridge(model, bridge, pipeline)
 
 

@@ -105,7 +105,7 @@ _COMMANDS: list[tuple[str | None, str, str]] = [
     ("bench", "vlmkit.bench.finedetail", "finedetail_command"),
     (None, "vlmkit.bench.finedetail", "demo_command"),
     (None, "vlmkit.train.command", "train_command"),
-    (None, "vlmkit.train.vqa_eval", "eval_command"),
+    (None, "vlmkit.eval.vqa", "eval_command"),
 ]
 
 

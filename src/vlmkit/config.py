@@ -32,6 +32,10 @@ SLOT_KINDS: dict[str, str] = {
     "llm": "llm",
     "bridge": "bridge",
 }
+# Subsets of SLOTS, in pipeline order: the vision towers, and every slot that holds a torch module
+# (all but the bridge, which may be a plain object): those that train and whose weights are saved.
+ENCODER_SLOTS: tuple[str, ...] = tuple(s for s in SLOTS if SLOT_KINDS[s] == "vision_encoder")
+MODULE_SLOTS: tuple[str, ...] = tuple(s for s in SLOTS if SLOT_KINDS[s] != "bridge")
 
 
 class ConfigError(ValueError):

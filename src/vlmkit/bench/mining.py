@@ -36,7 +36,7 @@ import click
 import torch
 from torch import nn
 
-from vlmkit.ops.mining import patch_info_mining
+from vlmkit.ops.patch_info import patch_info_mining
 
 TOKENS, WINDOW, LR_DIM, HR_DIM = 576, 8, 1024, 2880
 HD_VIEWS = 5

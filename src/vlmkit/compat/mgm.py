@@ -31,7 +31,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers.utils import logging as transformers_logging
 
-from vlmkit.llms.hf import DTYPES
+from vlmkit.dtypes import DTYPES
 
 CONFIG_NAME = "config.json"
 SINGLE_FILE = "model.safetensors"

@@ -21,6 +21,7 @@ from safetensors.torch import save_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from vlmkit._context import should_load_pretrained
+from vlmkit.dtypes import DTYPES
 from vlmkit.interfaces import LLM, LLMInfo
 from vlmkit.llms._tokenizers import byte_level_tokenizer
 from vlmkit.registry import register
@@ -84,10 +85,6 @@ def dequantized_copy(pretrained: str, gguf_file: str, *, cache: str | Path | Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return str(target)
-
-
-# The names the ``dtype`` keyword accepts (also what vlmkit.compat.mgm writes into configs).
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def _hf_config(

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from vlmkit.chat import load_model
+from vlmkit.loading import load
 
 TRAIN_FILE_KEYS = ("model", "stage", "data", "image_folder", "train")
 
@@ -93,7 +93,7 @@ def train_command(config: str, stage: str | None, data: str | None, image_folder
     info = init_from_env()
     torch.manual_seed(int(overrides.get("seed", 0)))  # the same random init on every process
     try:
-        model = load_model(str(spec["model"]), what="model")
+        model = load(str(spec["model"]), what="model")
         train_config = TrainConfig.from_preset(model.config, stage, **overrides)
         dataset = LlavaDataset(data, image_folder or spec.get("image_folder"), model,
                                template=train_config.chat_template,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vlmkit.interfaces import EncoderInfo, Miner, MinerInfo
-from vlmkit.ops.mining import BACKENDS, patch_info_mining
+from vlmkit.ops.patch_info import BACKENDS, patch_info_mining
 from vlmkit.registry import register
 
 _NAME = "patch_info_mining"

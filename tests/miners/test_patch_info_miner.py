@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vlmkit.interfaces import EncoderInfo, MinerInfo
-from vlmkit.miners.mining import PatchInfoMining
+from vlmkit.miners.patch_info_miner import PatchInfoMining
 from vlmkit.ops import patch_info_mining
 from vlmkit.registry import registry
 
