@@ -24,7 +24,7 @@ from vlmkit.model import VisionLanguageModel, build
 from vlmkit.plugins import plugin_failures
 from vlmkit.registry import KINDS, register
 
-_LAZY_SUBMODULES = ("ops", "compat", "bench", "train", "data", "kernels", "eval")
+_LAZY_SUBMODULES = ("ops", "compat", "train", "data", "kernels", "eval")
 
 
 def __getattr__(name: str) -> Any:

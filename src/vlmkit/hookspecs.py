@@ -1,6 +1,6 @@
-"""pluggy markers and the hook specification that plugins implement.
+"""pluggy markers and the hook specifications that plugins implement.
 
-A plugin module implements::
+A plugin module implements any of the hooks::
 
     import vlmkit
 
@@ -8,8 +8,12 @@ A plugin module implements::
     def vlmkit_register(register):
         register("vision_encoder", "my-encoder", MyEncoder)
 
+    @vlmkit.hookimpl
+    def vlmkit_register_commands(cli):
+        cli.add_command(my_command)
+
 and is announced by its distribution under the ``vlmkit`` entry-point group. vlmkit's own
-components are loaded through the same hook.
+components are loaded through the same ``vlmkit_register`` hook.
 """
 
 from __future__ import annotations
@@ -31,4 +35,14 @@ def vlmkit_register(register: Callable[..., Any]) -> None:
     ``kind`` is one of :data:`vlmkit.KINDS`; ``factory`` is a class or function whose keyword
     arguments are the component's config. Return nothing: vlmkit controls duplicates and records
     which distribution each component came from.
+    """
+
+
+@hookspec
+def vlmkit_register_commands(cli: Any) -> None:
+    """Add commands to the ``vlmkit`` command line: ``cli`` is its ``click.Group``.
+
+    Call ``cli.add_command(command)`` or decorate with ``@cli.command()`` / ``@cli.group()``. A new
+    name only: replacing one of vlmkit's commands (or another plugin's) is a failure of the plugin,
+    which is then rolled back and reported like a failed registration.
     """

@@ -3,7 +3,8 @@
 Each entry point is loaded and its ``vlmkit_register`` hook called in its own ``try``: a plugin
 that fails to import or to register is rolled back (it contributes no component), warned about
 once with its distribution, version and error, and kept in :func:`plugin_failures`. vlmkit and
-every other plugin keep working.
+every other plugin keep working. :func:`register_commands` calls the ``vlmkit_register_commands``
+hook of each loaded plugin the same way, when the command line is built.
 
 Environment:
 - ``VLMKIT_STRICT_PLUGINS=1``: a failing plugin raises :class:`PluginError` instead.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable
 
@@ -45,12 +46,14 @@ class PluginFailure:
         return iter((self.entry_point, self.distribution, self.error))
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadedPlugin:
     entry_point: str
     distribution: str
     version: str
     components: tuple[tuple[str, str], ...]  # (kind, name)
+    commands: tuple[str, ...] = ()  # added to the ``vlmkit`` command line
+    module: Any = field(default=None, repr=False, compare=False)
 
 
 _lock = threading.RLock()
@@ -58,6 +61,7 @@ _loaded = False
 _loading = False
 _failures: list[PluginFailure] = []
 _plugins: list[LoadedPlugin] = []
+_manager_of_loaded: list[pluggy.PluginManager] = []  # the manager the loaded plugins are in
 
 
 def _env_flag(name: str) -> bool:
@@ -95,6 +99,7 @@ def _load_entry_point(pm: pluggy.PluginManager, ep: metadata.EntryPoint) -> None
     version = dist.version if dist is not None else "?"
     origin = Origin("plugin", dist_name, version, ep.name)
     token = _current_origin.set(origin)  # decorators run at import time see the plugin's origin
+    module = None
     try:
         module = ep.load()
         pm.register(module, name=f"{dist_name}:{ep.name}")
@@ -102,18 +107,23 @@ def _load_entry_point(pm: pluggy.PluginManager, ep: metadata.EntryPoint) -> None
     except Exception as err:  # noqa: BLE001 - isolation is the point
         for kind in KINDS:
             registry(kind).remove_origin(origin)
-        message = (
-            f"vlmkit plugin {ep.name!r} ({ep.value}) from distribution {dist_name} {version} "
-            f"failed to load: {type(err).__name__}: {err}"
-        )
-        if _env_flag("VLMKIT_STRICT_PLUGINS"):
-            raise PluginError(message) from err
-        _failures.append(PluginFailure(ep.name, f"{dist_name} {version}", err))
-        warnings.warn(message, PluginWarning, stacklevel=3)
+        if module is not None and pm.is_registered(module):
+            pm.unregister(module)
+        _fail(f"vlmkit plugin {ep.name!r} ({ep.value}) from distribution {dist_name} {version} "
+              f"failed to load", ep.name, f"{dist_name} {version}", err)  # fmt: skip
         return
     finally:
         _current_origin.reset(token)
-    _plugins.append(LoadedPlugin(ep.name, dist_name, version, _components_of(origin)))
+    _plugins.append(LoadedPlugin(ep.name, dist_name, version, _components_of(origin), module=module))
+
+
+def _fail(what: str, entry_point: str, distribution: str, err: Exception) -> None:
+    """Report a plugin's failure: raise under ``VLMKIT_STRICT_PLUGINS``, else record and warn."""
+    message = f"{what}: {type(err).__name__}: {err}"
+    if _env_flag("VLMKIT_STRICT_PLUGINS"):
+        raise PluginError(message) from err
+    _failures.append(PluginFailure(entry_point, distribution, err))
+    warnings.warn(message, PluginWarning, stacklevel=4)
 
 
 def load_plugins() -> None:
@@ -143,9 +153,40 @@ def load_plugins() -> None:
                         continue
                     seen.add((ep.name, ep.value))
                     _load_entry_point(pm, ep)
+            _manager_of_loaded[:] = [pm]
             _loaded = True
         finally:
             _loading = False
+
+
+def register_commands(cli: Any) -> None:
+    """Let every loaded plugin add commands to ``cli`` (a ``click.Group``), one plugin at a time.
+
+    A plugin whose ``vlmkit_register_commands`` raises, or replaces a command that is already
+    there, is rolled back (``cli`` keeps the commands it had) and reported as a failure.
+    """
+    load_plugins()
+    if not _manager_of_loaded:
+        return
+    pm = _manager_of_loaded[0]
+    for plugin in _plugins:
+        if plugin.module is None or not pm.is_registered(plugin.module):
+            continue
+        before = dict(cli.commands)
+        others = [p for p in pm.get_plugins() if p is not plugin.module]
+        try:
+            pm.subset_hook_caller("vlmkit_register_commands", remove_plugins=others)(cli=cli)
+            replaced = sorted(n for n, c in before.items() if cli.commands.get(n) is not c)
+            if replaced:
+                raise PluginError(f"it replaces existing command(s) {replaced}")
+        except Exception as err:  # noqa: BLE001 - isolation is the point
+            cli.commands.clear()
+            cli.commands.update(before)
+            _fail(f"vlmkit plugin {plugin.entry_point!r} from distribution {plugin.distribution} "
+                  f"{plugin.version} failed to add commands", plugin.entry_point,
+                  f"{plugin.distribution} {plugin.version}", err)  # fmt: skip
+            continue
+        plugin.commands = tuple(sorted(set(cli.commands) - set(before)))
 
 
 def plugin_failures() -> list[PluginFailure]:

@@ -35,6 +35,17 @@ class DoubleLinear(Projector):
 @vlmkit.hookimpl
 def vlmkit_register(register):
     register("projector", "good-double-linear", DoubleLinear)
+
+
+@vlmkit.hookimpl
+def vlmkit_register_commands(cli):
+    import click
+
+    @cli.command("hello-plugin")
+    @click.argument("name")
+    def hello(name):
+        """Greet NAME (test plugin)."""
+        click.echo(f"hello {name} from vlmkit-test-good")
 '''
 
 BROKEN = '''
@@ -57,6 +68,23 @@ def vlmkit_register(register):
     register("miner", "identity", AnotherIdentity)
 '''
 
+CLASH = '''
+"""Adds a command, then replaces vlmkit's `list`: the whole plugin's commands are rolled back."""
+import click
+import vlmkit
+
+
+@vlmkit.hookimpl
+def vlmkit_register_commands(cli):
+    @cli.command("clash-fresh-command")
+    def fresh():
+        click.echo("fresh")
+
+    @cli.command("list")
+    def hijack():
+        click.echo("hijacked")
+'''
+
 
 def write_distribution(root: Path, dist: str, version: str, module: str, source: str) -> None:
     """Write ``module.py`` and ``<dist>-<version>.dist-info`` announcing it in group ``vlmkit``."""
@@ -71,3 +99,4 @@ def write_all(root: Path) -> None:
     write_distribution(root, "vlmkit-test-good", "1.2.3", "vlmkit_test_good", GOOD)
     write_distribution(root, "vlmkit-test-broken", "0.0.1", "vlmkit_test_broken", BROKEN)
     write_distribution(root, "vlmkit-test-dup", "0.1", "vlmkit_test_dup", DUPLICATE)
+    write_distribution(root, "vlmkit-test-clash", "0.2", "vlmkit_test_clash", CLASH)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from vlmkit._splice import splice_visual_tokens
-from vlmkit.bench._finedetail_fit import collator
-from vlmkit.bench._finedetail_towers import CLASSES, adamw_steps
+from vlmkit_bench._finedetail_fit import collator
+from vlmkit_bench._finedetail_towers import CLASSES, adamw_steps
 
 
 def pretrain_llm(
