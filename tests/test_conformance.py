@@ -50,11 +50,23 @@ def test_vision_encoder(name, tmp_path):
 
 
 def _miner_inputs(entry) -> tuple[EncoderInfo, EncoderInfo | None]:
-    lr_width = entry.tiny.get("lr_dim", 16)
-    hr_width = entry.tiny.get("hr_dim", lr_width if entry.name == "sequence_concat" else 12)
-    lr = EncoderInfo(width=lr_width, grid=4, image_size=32, layout="tokens")
-    hr = EncoderInfo(width=hr_width, grid=8, image_size=64, layout="map", multi_scale=True)
-    return lr, (hr if getattr(entry.factory, "uses_hr", False) else None)
+    """Encoder outputs the miner takes at its tiny config, found from what it declares: widths its
+    ``linked_widths`` keywords state, else the first HR width its ``describe`` accepts."""
+    links = getattr(entry.factory, "linked_widths", {})
+    widths = {slot: entry.tiny[key] for key, (slot, _) in links.items() if key in entry.tiny}
+    lr = EncoderInfo(width=widths.get("lr_encoder", 16), grid=4, image_size=32, layout="tokens")
+    if not getattr(entry.factory, "uses_hr", False):
+        return lr, None
+    problems = []
+    for hr_width in dict.fromkeys([widths.get("hr_encoder", 12), lr.width]):
+        hr = EncoderInfo(width=hr_width, grid=8, image_size=64, layout="map", multi_scale=True)
+        try:
+            entry.describe(lr, hr, **entry.tiny)
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        return lr, hr
+    pytest.fail(f"miner {entry.name!r} accepts none of the test's encoder outputs: {problems}")
 
 
 def _features(info: EncoderInfo | None, batch: int) -> torch.Tensor | None:

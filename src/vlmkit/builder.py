@@ -3,8 +3,9 @@
 :func:`plan` resolves every slot's registry entry, validates its keyword arguments against the
 component's signature, asks each component to *describe* itself (widths, grids, token counts) and
 checks neighbours: encoder widths → miner inputs, miner width → projector input, projector output →
-LLM hidden size. Widths a config leaves out are filled in from the neighbour; widths it states must
-agree. Every problem is collected and raised at once, by slot, name and value, before any weights
+LLM hidden size. A component names the keyword arguments that take a neighbour's width
+(``linked_widths``, see :mod:`vlmkit.interfaces`); widths a config leaves out are filled in from the
+neighbour, widths it states must agree. Every problem is collected and raised at once, by slot, name and value, before any weights
 are allocated. :func:`create_components` then instantiates the components, and
 :func:`vlmkit.model.build` assembles them into a model.
 """
@@ -23,16 +24,6 @@ from vlmkit.config import ENCODER_SLOTS, SLOT_KINDS, ComponentSpec, ConfigError,
 from vlmkit.interfaces import EncoderInfo, LLMInfo, MinerInfo, ProjectorInfo
 from vlmkit.components import get
 from vlmkit.registry import Entry, RegistryError
-
-# (slot, keyword, source slot, source attribute): the keyword is filled from / checked against the
-# source slot's described output.
-LINKS: tuple[tuple[str, str, str, str], ...] = (
-    ("miner", "lr_dim", "lr_encoder", "width"),
-    ("miner", "hr_dim", "hr_encoder", "width"),
-    ("projector", "in_dim", "miner", "width"),
-    ("projector", "out_dim", "llm", "hidden_size"),
-)
-
 
 @dataclass
 class Plan:
@@ -62,10 +53,17 @@ def _describe(slot: str, entry: Entry, kwargs: dict[str, Any], errors: list[str]
         return None
 
 
+def _links(entry: Entry) -> dict[str, tuple[str, str]]:
+    """The widths a component declares it takes from its neighbours (``linked_widths``), limited
+    to keywords it has."""
+    declared = getattr(entry.factory, "linked_widths", None) or {}
+    return {key: link for key, link in declared.items() if key in entry.param_names}
+
+
 def _link(plan: Plan, slot: str, errors: list[str]) -> None:
     entry, kwargs = plan.entries[slot], plan.kwargs[slot]
-    for target, key, source, attr in LINKS:
-        if target != slot or source not in plan.entries or key not in entry.param_names:
+    for key, (source, attr) in _links(entry).items():
+        if source not in plan.entries:
             continue
         info = plan.infos.get(source)
         if info is None:
@@ -126,12 +124,13 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
     result.infos["projector"] = _describe(
         "projector", result.entries["projector"], result.kwargs["projector"], errors
     )
-    # Projectors whose keywords are not the linked names are checked on what they describe.
+    # Projectors that do not link a width through a keyword are checked on what they describe.
     proj: ProjectorInfo | None = result.infos["projector"]
     proj_entry = result.entries["projector"]
+    linked = _links(proj_entry)
     for attr, source, source_attr in (("in_dim", "miner", "width"), ("out_dim", "llm", "hidden_size")):
         source_info = result.infos.get(source)
-        if proj is None or source_info is None or attr in proj_entry.param_names:
+        if proj is None or source_info is None or attr in linked:
             continue
         if getattr(proj, attr) != getattr(source_info, source_attr):
             errors.append(

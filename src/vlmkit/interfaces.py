@@ -14,13 +14,30 @@ Tensor layouts:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from torch import nn
 
 from vlmkit._context import should_load_pretrained  # noqa: F401  (components consult it)
+
+
+def config_of(component: type, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` bound to ``component``'s constructor, defaults filled in: the whole config that
+    building it with ``kwargs`` uses.
+
+    A ``describe(**kwargs)`` classmethod reads its parameters from here instead of repeating the
+    constructor's signature, so ``plan`` checks what ``build`` uses. An unknown or a missing
+    required key raises ``TypeError``.
+    """
+    signature = inspect.signature(component.__init__)
+    bound = signature.bind(None, **kwargs)
+    bound.apply_defaults()
+    config = dict(bound.arguments)
+    del config[next(iter(signature.parameters))]  # self
+    return config
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,7 @@ class VisionEncoder(nn.Module):
     """
 
     kind: ClassVar[str] = "vision_encoder"
-    name: ClassVar[str] = "vision encoder"  # the registry name, used in error messages
+    name: ClassVar[str] = "vision encoder"  # set to the registry name by ``register``
     info: EncoderInfo
     frozen: bool = False
 
@@ -124,11 +141,15 @@ class Miner(nn.Module):
     ``forward(lr, hr=None)``: ``lr`` as the LR encoder gives it, ``hr`` as the HR encoder gives it
     (``None`` when the miner does not use an HR encoder); returns ``(B, T, width)``.
     ``describe(lr, hr, **kwargs)`` returns a :class:`MinerInfo` or raises ``ValueError`` naming
-    what does not fit. ``uses_hr`` says whether an ``hr_encoder`` slot is required.
+    what does not fit. ``uses_hr`` says whether an ``hr_encoder`` slot is required;
+    ``linked_widths`` which keyword arguments take an encoder's width.
     """
 
     kind: ClassVar[str] = "miner"
     uses_hr: ClassVar[bool] = False
+    # {keyword: (slot, info field)}: keyword arguments the builder fills in from a neighbour's
+    # described output (or checks against it when the config states them).
+    linked_widths: ClassVar[dict[str, tuple[str, str]]] = {}
 
     @classmethod
     def describe(
@@ -138,9 +159,17 @@ class Miner(nn.Module):
 
 
 class Projector(nn.Module):
-    """Base class of ``projector`` components: ``(B, T, in_dim) -> (B, T, out_dim)``."""
+    """Base class of ``projector`` components: ``(B, T, in_dim) -> (B, T, out_dim)``.
+
+    ``linked_widths``: as on :class:`Miner`; a projector takes ``in_dim`` from the miner's width
+    and ``out_dim`` from the LLM's hidden size unless a subclass declares otherwise.
+    """
 
     kind: ClassVar[str] = "projector"
+    linked_widths: ClassVar[dict[str, tuple[str, str]]] = {
+        "in_dim": ("miner", "width"),
+        "out_dim": ("llm", "hidden_size"),
+    }
 
     @classmethod
     def describe(cls, **kwargs: Any) -> ProjectorInfo:  # pragma: no cover - interface

@@ -147,6 +147,9 @@ class Registry:
                 f"{self.kind} {name!r} is already registered by {old.origin} "
                 f"({_qualname(old.factory)}); cannot register {_qualname(factory)} from {origin}"
             )
+        if inspect.isclass(factory) and getattr(factory, "kind", None) == self.kind:
+            if "name" not in vars(factory):  # the registry name, for the class's own messages
+                factory.name = name
         params, any_kwargs = _signature(factory)
         doc = inspect.getdoc(factory) or ""
         entry = Entry(

@@ -31,7 +31,7 @@ from torch import nn
 
 from vlmkit._context import should_load_pretrained
 from vlmkit.encoders._base import fuse_stages
-from vlmkit.interfaces import EncoderInfo, VisionEncoder
+from vlmkit.interfaces import EncoderInfo, VisionEncoder, config_of
 from vlmkit.registry import register
 
 DEFAULT_MODEL = "convnext_large_d_320"
@@ -204,7 +204,6 @@ class OpenCLIPConvNeXtEncoder(VisionEncoder):
     - ``frozen``: no trainable parameters, always in eval mode, stochastic depth off.
     """
 
-    name = "openclip-convnext"
     tiny_config: ClassVar[dict[str, Any]] = {
         "model_cfg": {
             "embed_dim": 16,
@@ -250,21 +249,14 @@ class OpenCLIPConvNeXtEncoder(VisionEncoder):
         self.finish_build(info, frozen)
 
     @classmethod
-    def describe(
-        cls,
-        pretrained: str | None = None,
-        model_name: str | None = None,
-        model_cfg: dict[str, Any] | None = None,
-        stages: tuple[int, ...] = (0, 1, 2, 3),
-        image_size: int | None = None,
-        frozen: bool = True,
-    ) -> EncoderInfo:
+    def describe(cls, **kwargs: Any) -> EncoderInfo:
         """Width (summed stage channels) and grid from the open_clip config; builds on meta only."""
-        config = resolve_model_cfg(pretrained, model_name, model_cfg)
+        c = config_of(cls, kwargs)
+        config = resolve_model_cfg(c["pretrained"], c["model_name"], c["model_cfg"])
         with torch.device("meta"):
             trunk = _create_trunk(config, 0.0)
-        selected = _check_stages(stages, len(trunk.stages))
-        return _info(trunk, selected, _image_size(config, image_size))
+        selected = _check_stages(c["stages"], len(trunk.stages))
+        return _info(trunk, selected, _image_size(config, c["image_size"]))
 
     @staticmethod
     def _weights_path(pretrained: str) -> str:

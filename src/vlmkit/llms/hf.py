@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 from vlmkit._context import should_load_pretrained
 from vlmkit.dtypes import DTYPES
-from vlmkit.interfaces import LLM, LLMInfo
+from vlmkit.interfaces import LLM, LLMInfo, config_of
 from vlmkit.llms._tokenizers import byte_level_tokenizer
 from vlmkit.registry import register
 
@@ -168,15 +168,12 @@ class HFCausalLM(LLM):
             self.model.requires_grad_(False)
 
     @classmethod
-    def describe(
-        cls,
-        pretrained: str | None = None,
-        config: dict[str, Any] | None = None,
-        gguf_file: str | None = None,
-        trust_remote_code: bool = False,
-        **_: Any,
-    ) -> LLMInfo:
-        cfg = _hf_config(pretrained, config, gguf_file, trust_remote_code)
+    def describe(cls, **kwargs: Any) -> LLMInfo:
+        """Hidden size and vocabulary from the architecture config (reads at most a config file)."""
+        c = config_of(cls, kwargs)
+        if c["dtype"] is not None and c["dtype"] not in DTYPES:
+            raise ValueError(f"llm dtype must be one of {sorted(DTYPES)}, got {c['dtype']!r}")
+        cfg = _hf_config(c["pretrained"], c["config"], c["gguf_file"], c["trust_remote_code"])
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         return LLMInfo(hidden_size=int(text_cfg.hidden_size), vocab_size=int(text_cfg.vocab_size))
 

@@ -36,6 +36,7 @@ class PatchInfoMining(Miner):
     """
 
     uses_hr = True
+    linked_widths = {"lr_dim": ("lr_encoder", "width"), "hr_dim": ("hr_encoder", "width")}
     tiny_config: dict[str, Any] = {"lr_dim": 32, "hr_dim": 48}
 
     def __init__(self, lr_dim: int = 1024, hr_dim: int = 2880, backend: str = "auto") -> None:
