@@ -103,17 +103,27 @@ def test_projector(name, tmp_path):
 
 @pytest.mark.parametrize("name", _params("llm"))
 def test_llm(name, tmp_path):
-    entry = get("llm", name)
+    check_llm(get("llm", name), tmp_path)
+
+
+def check_llm(entry, tmp_path) -> None:
+    """An LLM entry at its tiny config: declared widths, embeddings, logits, a round trip."""
     declared = entry.describe(**entry.tiny)
     assert isinstance(declared, LLMInfo)
     llm = entry.factory(**entry.tiny).eval()
     ids = torch.randint(0, declared.vocab_size, (2, 7))
+    mask = torch.ones_like(ids)
     with torch.no_grad():
-        assert tuple(llm.embed(ids).shape) == (2, 7, declared.hidden_size)
-        logits = llm(input_ids=ids).logits
-        assert tuple(logits.shape) == (2, 7, declared.vocab_size)
+        embeds = llm.embed(ids)
+        assert tuple(embeds.shape) == (2, 7, declared.hidden_size)
+        out = llm(inputs_embeds=embeds, attention_mask=mask, labels=ids)  # as the model calls it
+        assert tuple(out.logits.shape) == (2, 7, declared.vocab_size)
+        assert out.loss.dim() == 0 and torch.isfinite(out.loss)
         again = _round_trip(llm, entry, tmp_path)
-        torch.testing.assert_close(again(input_ids=ids).logits, logits, rtol=0, atol=0)
+        torch.testing.assert_close(
+            again(inputs_embeds=again.embed(ids), attention_mask=mask).logits, out.logits,
+            rtol=0, atol=0,
+        )
     assert len(llm.tokenizer) <= declared.vocab_size
 
 

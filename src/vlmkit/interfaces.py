@@ -177,13 +177,23 @@ class Projector(nn.Module):
 
 
 class LLM(nn.Module):
-    """Base class of ``llm`` components wrapping a causal language model.
+    """Base class of ``llm`` components: a causal language model and its tokenizer.
 
-    Implementations expose ``model`` (the causal LM), ``tokenizer``, ``embed(input_ids) -> (B, L, D)``
-    and ``describe(**kwargs) -> LLMInfo``.
+    What the rest of vlmkit uses, and all it uses (the model, the trainer, LoRA):
+
+    - ``describe(**kwargs) -> LLMInfo``; ``tokenizer`` (a transformers-style tokenizer: ``__call__``,
+      ``decode``, ``pad_token_id``, ``eos_token_id``, ``bos_token_id``, ``save_pretrained``);
+    - ``embed(input_ids: (B, L)) -> (B, L, D)``: the token embeddings;
+    - ``forward(*, inputs_embeds: (B, L, D), attention_mask: (B, L), labels: (B, L) | None, ...)``:
+      an output with ``logits`` ``(B, L, vocab)`` and, with labels, the shifted-token ``loss``;
+    - ``generate(*, inputs_embeds, attention_mask, **generate_kwargs) -> (B, new)``: new token ids;
+    - ``gradient_checkpointing_enable(**kwargs)``;
+    - ``backbone()`` / ``set_backbone(module)``: the module LoRA adapters go into and its
+      replacement (peft wraps it), with ``lora_target_modules`` the default modules to adapt.
     """
 
     kind: ClassVar[str] = "llm"
+    lora_target_modules: ClassVar[str | list[str]] = "all-linear"
 
     @classmethod
     def describe(cls, **kwargs: Any) -> LLMInfo:  # pragma: no cover - interface
@@ -191,6 +201,19 @@ class LLM(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} does not generate")
+
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no gradient checkpointing")
+
+    def backbone(self) -> nn.Module:
+        """The module LoRA adapters go into (default: this module)."""
+        return self
+
+    def set_backbone(self, module: nn.Module) -> None:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} cannot take LoRA adapters")
 
 
 class Bridge:

@@ -157,7 +157,7 @@ class VisionLanguageModel(nn.Module):
     ) -> Any:
         """LLM output (with ``loss`` when ``labels`` are given) for ids ``(B, L)`` with placeholders."""
         inputs = self._inputs(input_ids, attention_mask, labels, images, padding_side="right")
-        return self.llm.model(**inputs, **kwargs)
+        return self.llm(**inputs, **kwargs)
 
     @torch.no_grad()
     def generate(
@@ -172,7 +172,7 @@ class VisionLanguageModel(nn.Module):
         inputs.pop("labels", None)
         tok = self.llm.tokenizer
         generate_kwargs.setdefault("pad_token_id", tok.pad_token_id)
-        return self.llm.model.generate(**inputs, **generate_kwargs)
+        return self.llm.generate(**inputs, **generate_kwargs)
 
     def _stop_ids(self, stop_str: str | None) -> list[int]:
         tok = self.llm.tokenizer

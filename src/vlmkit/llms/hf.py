@@ -219,7 +219,22 @@ class HFCausalLM(LLM):
         return self.model.get_input_embeddings()(input_ids)
 
     def forward(self, **kwargs: Any) -> Any:
+        """The causal LM's output (``logits``, and ``loss`` with ``labels``) for its inputs."""
         return self.model(**kwargs)
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:
+        """New token ids from ``inputs_embeds`` (transformers' ``generate``)."""
+        return self.model.generate(**kwargs)
+
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        self.model.gradient_checkpointing_enable(**kwargs)
+
+    def backbone(self) -> torch.nn.Module:
+        """The transformers model (``model``), where LoRA adapters go."""
+        return self.model
+
+    def set_backbone(self, module: torch.nn.Module) -> None:
+        self.model = module
 
     def train(self, mode: bool = True) -> HFCausalLM:
         super().train(mode)

@@ -271,7 +271,7 @@ class Trainer:
             apply_lora(model, **cfg.lora)
         self.parameter_counts = apply_stage(model, cfg.stage)
         if cfg.gradient_checkpointing:
-            model.llm.model.gradient_checkpointing_enable(
+            model.llm.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         model.to(self.device)
         model.train()
