@@ -17,6 +17,7 @@ import pytest
 
 import vlmkit
 from vlmkit import plugins
+from vlmkit.data.conversation import CHAT_TEMPLATES, get_template
 from tests._plugins.distributions import write_all
 
 PROBE = """
@@ -172,7 +173,14 @@ def test_in_process_reload_picks_up_a_new_distribution(tmp_path, monkeypatch):
         model = vlmkit.create("projector", "good-double-linear", in_dim=3, out_dim=5)
         assert model.a.in_features == 3
         assert {f.entry_point for f in vlmkit.plugin_failures()} >= {"vlmkit_test_broken"}
+        # a plugin's preset and chat template: plan() finds both
+        assert "good-preset" in vlmkit.presets() and "dup-plugin-preset" not in vlmkit.presets()
+        checked = vlmkit.plan("good-preset")
+        assert checked.config.name == "good-preset"
+        assert get_template(checked.config.chat_template).render(
+            [{"role": "user", "content": "hi"}]) == "Q: hi\nA:"
     finally:
         monkeypatch.undo()
         plugins.reload_plugins()
     assert "good-double-linear" not in vlmkit.available("projector")
+    assert "good-preset" not in vlmkit.presets() and "good-template" not in CHAT_TEMPLATES

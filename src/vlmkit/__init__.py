@@ -16,8 +16,8 @@ from typing import Any
 
 from vlmkit._version import __version__
 from vlmkit.builder import plan
-from vlmkit.components import available, create
-from vlmkit.config import ComponentSpec, ConfigError, VLMConfig, load_config, presets
+from vlmkit.components import available, create, presets
+from vlmkit.config import ComponentSpec, ConfigError, VLMConfig, load_config
 from vlmkit.hookspecs import hookimpl
 from vlmkit.loading import LoadError, load
 from vlmkit.model import VisionLanguageModel, build

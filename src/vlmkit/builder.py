@@ -23,6 +23,8 @@ from vlmkit._context import no_pretrained
 from vlmkit.config import ENCODER_SLOTS, SLOT_KINDS, ComponentSpec, ConfigError, VLMConfig, load_config
 from vlmkit.interfaces import EncoderInfo, LLMInfo, MinerInfo, ProjectorInfo
 from vlmkit.components import get
+from vlmkit.data.conversation import get_template
+from vlmkit.plugins import load_plugins
 from vlmkit.registry import Entry, RegistryError
 
 @dataclass
@@ -43,6 +45,15 @@ class Plan:
     def visual_tokens_per_image(self) -> int:
         """Visual tokens the LLM receives per image (all HD views together)."""
         return self.tokens_per_view * self.config.num_views
+
+
+def _templates(cfg: VLMConfig) -> list[tuple[str, Any]]:
+    """``(where, name)`` of every chat template the config names (its own, its training stages')."""
+    named = [("chat_template", cfg.chat_template)]
+    for stage, settings in (cfg.training or {}).items():
+        if isinstance(settings, Mapping) and "chat_template" in settings:
+            named.append((f"training.{stage}.chat_template", settings["chat_template"]))
+    return named
 
 
 def _describe(slot: str, entry: Entry, kwargs: dict[str, Any], errors: list[str], *args: Any) -> Any:
@@ -83,9 +94,15 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
 
     Raises :class:`~vlmkit.config.ConfigError` listing every problem found. Allocates no weights.
     """
+    load_plugins()  # a preset or chat template may come from a plugin
     cfg = load_config(config)
     result = Plan(cfg)
     errors: list[str] = []
+    for where, template in _templates(cfg):
+        try:
+            get_template(template)
+        except ValueError as err:
+            errors.append(f"{where}: {err}")
     for slot, spec in cfg.slots().items():
         try:
             entry = get(SLOT_KINDS[slot], spec.name)

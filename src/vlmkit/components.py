@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlmkit import config
 from vlmkit.plugins import load_plugins
 from vlmkit.registry import KINDS, Entry, registry
 
@@ -37,6 +38,12 @@ def available(kind: str | None = None) -> list[str] | dict[str, list[str]]:
     if kind is None:
         return {k: registry(k).names() for k in KINDS}
     return registry(kind).names()
+
+
+def presets() -> list[str]:
+    """Sorted preset names: vlmkit's and those plugins add."""
+    load_plugins()
+    return config.presets()
 
 
 def entries(kind: str | None = None) -> list[Entry]:

@@ -149,9 +149,35 @@ def _preset_dir() -> Any:
     return resources.files("vlmkit") / "presets"
 
 
+# Presets added by plugins: name -> (path or config dict, origin).
+_PLUGIN_PRESETS: dict[str, tuple[Any, Any]] = {}
+
+
+def _shipped() -> list[str]:
+    return [p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml")]
+
+
 def presets() -> list[str]:
-    """Sorted names of the presets shipped with vlmkit."""
-    return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
+    """Sorted names of the presets shipped with vlmkit and those loaded plugins added."""
+    return sorted([*_shipped(), *_PLUGIN_PRESETS])
+
+
+def register_preset(name: str, source: str | Path | Mapping[str, Any], *, origin: Any = None) -> None:
+    """Add preset ``name`` from a YAML/JSON path or a config dict (plugins do it through
+    ``vlmkit_register_presets``); a taken name raises ConfigError."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"a preset name must be a non-empty string, got {name!r}")
+    if name in presets():
+        raise ConfigError(f"preset {name!r} already exists")
+    if not isinstance(source, (str, Path, Mapping)):
+        raise ConfigError(f"preset {name!r}: expected a path or a mapping, got {type(source).__name__}")
+    _PLUGIN_PRESETS[name] = (source, origin)
+
+
+def remove_presets(origin: Any) -> None:
+    """Forget the presets a plugin (``origin``) added."""
+    for name in [n for n, (_, o) in _PLUGIN_PRESETS.items() if o == origin]:
+        del _PLUGIN_PRESETS[name]
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,6 +215,10 @@ def _resolve(source: str | Path | Mapping[str, Any], seen: tuple[str, ...] = ())
             if not path.is_file():
                 raise ConfigError(f"config file {text!r} does not exist")
             data = _read_file(path)
+        elif text in _PLUGIN_PRESETS:
+            source = _PLUGIN_PRESETS[text][0]
+            data = copy.deepcopy(dict(source)) if isinstance(source, Mapping) else _read_file(Path(source))
+            data.setdefault("name", text)
         elif text in presets():
             data = yaml.safe_load((_preset_dir() / f"{text}.yaml").read_text())
             data.setdefault("name", text)

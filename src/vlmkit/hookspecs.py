@@ -9,6 +9,14 @@ A plugin module implements any of the hooks::
         register("vision_encoder", "my-encoder", MyEncoder)
 
     @vlmkit.hookimpl
+    def vlmkit_register_templates(register):
+        register(ChatTemplate(name="my-template", ...))
+
+    @vlmkit.hookimpl
+    def vlmkit_register_presets(register):
+        register("my-preset", Path(__file__).with_name("my-preset.yaml"))
+
+    @vlmkit.hookimpl
     def vlmkit_register_commands(cli):
         cli.add_command(my_command)
 
@@ -46,3 +54,16 @@ def vlmkit_register_commands(cli: Any) -> None:
     name only: replacing one of vlmkit's commands (or another plugin's) is a failure of the plugin,
     which is then rolled back and reported like a failed registration.
     """
+
+
+@hookspec
+def vlmkit_register_templates(register: Callable[..., Any]) -> None:
+    """Add chat templates by calling ``register(template)`` with a
+    :class:`vlmkit.data.conversation.ChatTemplate`; a config names it by ``template.name``.
+    A name that is taken fails the plugin (rolled back, reported)."""
+
+
+@hookspec
+def vlmkit_register_presets(register: Callable[..., Any]) -> None:
+    """Add presets by calling ``register(name, source)``: ``source`` is a path to a YAML or JSON
+    config or a config dict (``base:`` may name any preset). A taken name fails the plugin."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from vlmkit.config import presets
+from vlmkit.components import presets
 from vlmkit.dtypes import resolve_dtype
 from vlmkit.model import VisionLanguageModel, build
 

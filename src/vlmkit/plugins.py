@@ -3,7 +3,8 @@
 Each entry point is loaded and its ``vlmkit_register`` hook called in its own ``try``: a plugin
 that fails to import or to register is rolled back (it contributes no component), warned about
 once with its distribution, version and error, and kept in :func:`plugin_failures`. vlmkit and
-every other plugin keep working. :func:`register_commands` calls the ``vlmkit_register_commands``
+every other plugin keep working. The same goes for the ``vlmkit_register_templates`` and
+``vlmkit_register_presets`` hooks (chat templates and presets). :func:`register_commands` calls the ``vlmkit_register_commands``
 hook of each loaded plugin the same way, when the command line is built.
 
 Environment:
@@ -13,6 +14,7 @@ Environment:
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -23,6 +25,8 @@ from typing import Any, Callable
 import pluggy
 
 from vlmkit import hookspecs
+from vlmkit.config import register_preset, remove_presets
+from vlmkit.data.conversation import register_template, remove_templates
 from vlmkit.registry import BUILTIN, KINDS, Origin, _current_origin, registry
 
 ENTRY_POINT_GROUP = "vlmkit"
@@ -82,9 +86,23 @@ def _register_fn(origin: Origin) -> Callable[..., Any]:
 
 
 def _call_hook(pm: pluggy.PluginManager, plugin: object, origin: Origin) -> None:
+    """Call ``plugin``'s registration hooks: components, chat templates, presets."""
     others = [p for p in pm.get_plugins() if p is not plugin]
-    caller = pm.subset_hook_caller("vlmkit_register", remove_plugins=others)
-    caller(register=_register_fn(origin))
+    pm.subset_hook_caller("vlmkit_register", remove_plugins=others)(register=_register_fn(origin))
+    pm.subset_hook_caller("vlmkit_register_templates", remove_plugins=others)(
+        register=functools.partial(register_template, origin=origin)
+    )
+    pm.subset_hook_caller("vlmkit_register_presets", remove_plugins=others)(
+        register=functools.partial(register_preset, origin=origin)
+    )
+
+
+def _remove(origin: Origin) -> None:
+    """Roll back everything ``origin`` registered."""
+    for kind in KINDS:
+        registry(kind).remove_origin(origin)
+    remove_templates(origin)
+    remove_presets(origin)
 
 
 def _components_of(origin: Origin) -> tuple[tuple[str, str], ...]:
@@ -105,8 +123,7 @@ def _load_entry_point(pm: pluggy.PluginManager, ep: metadata.EntryPoint) -> None
         pm.register(module, name=f"{dist_name}:{ep.name}")
         _call_hook(pm, module, origin)
     except Exception as err:  # noqa: BLE001 - isolation is the point
-        for kind in KINDS:
-            registry(kind).remove_origin(origin)
+        _remove(origin)
         if module is not None and pm.is_registered(module):
             pm.unregister(module)
         _fail(f"vlmkit plugin {ep.name!r} ({ep.value}) from distribution {dist_name} {version} "
@@ -205,7 +222,9 @@ def reload_plugins() -> None:
     """Forget entry-point plugins and load them again (for tests and long-lived sessions)."""
     global _loaded
     with _lock:
-        for kind in KINDS:
+        for plugin in _plugins:
+            _remove(Origin("plugin", plugin.distribution, plugin.version, plugin.entry_point))
+        for kind in KINDS:  # what a plugin registered outside its hook (at import)
             for entry in registry(kind).entries():
                 if entry.origin.source == "plugin":
                     registry(kind).remove_origin(entry.origin)

@@ -38,6 +38,18 @@ def vlmkit_register(register):
 
 
 @vlmkit.hookimpl
+def vlmkit_register_templates(register):
+    from vlmkit.data.conversation import ChatTemplate
+
+    register(ChatTemplate(name="good-template", user_format="Q: {content}\\n", assistant_prefix="A:"))
+
+
+@vlmkit.hookimpl
+def vlmkit_register_presets(register):
+    register("good-preset", {"base": "mgm-tiny", "chat_template": "good-template"})
+
+
+@vlmkit.hookimpl
 def vlmkit_register_commands(cli):
     import click
 
@@ -66,6 +78,11 @@ class AnotherIdentity(IdentityMiner):
 def vlmkit_register(register):
     register("miner", "dup-plugin-fresh-name", AnotherIdentity)
     register("miner", "identity", AnotherIdentity)
+
+
+@vlmkit.hookimpl
+def vlmkit_register_presets(register):  # never kept: the plugin fails in vlmkit_register
+    register("dup-plugin-preset", {"base": "mgm-tiny"})
 '''
 
 CLASH = '''
