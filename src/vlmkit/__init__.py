@@ -1,12 +1,11 @@
 """vlmkit: swappable vision-language-model components.
 
 The public names (the contract is in ``docs/architecture.md``), re-exported from the modules that
-define them: registries (``register``,
-``create``, ``available``), plugins (``hookimpl``, ``plugin_failures``), configs, the fit check and
-the builder (``presets``, ``plan``, ``build``), the model (``VisionLanguageModel``) and ``load``,
-which resolves any model spec (preset, config file, saved directory, MGM release). This module
-is the facade: nothing inside vlmkit imports it. ``vlmkit.ops``, ``vlmkit.compat`` and the other
-subpackages load on first use.
+define them: registries (``register``, ``create``, ``available``), plugins (``hookimpl``,
+``plugin_failures``), configs, the fit check and the builder (``presets``, ``plan``, ``build``), the
+model (``VisionLanguageModel``) and ``load``, which resolves any model spec (preset, config file,
+saved directory, MGM release). This module is the facade: nothing inside vlmkit imports it.
+``vlmkit.ops``, ``vlmkit.compat`` and the other subpackages load on first use.
 """
 
 from __future__ import annotations
