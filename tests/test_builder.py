@@ -39,7 +39,7 @@ def counting_encoder():
     registry("vision_encoder").unregister("test-counting")
 
 
-LLM = {"name": "hf-causal-lm", **vlmkit.registry.get("llm", "hf-causal-lm").tiny}
+LLM = {"name": "hf-causal-lm", **vlmkit.components.get("llm", "hf-causal-lm").tiny}
 
 
 def _config(**overrides):
@@ -116,3 +116,13 @@ def test_channel_concat_width_flows_to_projector(counting_encoder):
 def test_meta_build_allocates_no_storage(counting_encoder):
     model = vlmkit.build(_config(), device="meta")
     assert all(p.device.type == "meta" for p in model.parameters())
+
+
+def test_plan_checks_the_chat_templates(counting_encoder):
+    config = _config(chat_template="vicuna_v2", training={"pretrain": {"chat_template": "plian"}})
+    with pytest.raises(ConfigError) as err:
+        vlmkit.plan(config)
+    message = str(err.value)
+    assert "chat_template: unknown chat template 'vicuna_v2'" in message
+    assert "training.pretrain.chat_template: unknown chat template 'plian'" in message
+    assert counting_encoder.built == 0

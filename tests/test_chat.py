@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 import vlmkit
-from vlmkit.chat import ChatError, ChatSession, load_model
+from vlmkit.chat import ChatError, ChatSession
 from vlmkit.cli import cli
 from vlmkit.data.conversation import append_generation_request, build_example
 
@@ -187,13 +187,6 @@ def test_unloadable_model_dirs_are_one_line(tmp_path):
         assert result.exit_code == 2, result.output
         assert result.output.startswith(f"error: --model {path}") or f"{path}" in result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
-
-
-def test_load_model_kinds(trained_dir, tmp_path):
-    assert load_model(str(trained_dir)).num_visual_tokens == 64
-    (tmp_path / "config.json").write_text('{"something": 1}')
-    with pytest.raises(ChatError, match="neither a vlmkit model"):
-        load_model(str(tmp_path))
 
 
 def test_bridge_choice():

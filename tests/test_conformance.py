@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 import vlmkit
 from vlmkit.interfaces import EncoderInfo, LLMInfo, MinerInfo, ProjectorInfo
-from vlmkit.registry import get
+from vlmkit.components import get
 
 
 def _params(kind: str) -> list:
@@ -50,11 +50,23 @@ def test_vision_encoder(name, tmp_path):
 
 
 def _miner_inputs(entry) -> tuple[EncoderInfo, EncoderInfo | None]:
-    lr_width = entry.tiny.get("lr_dim", 16)
-    hr_width = entry.tiny.get("hr_dim", lr_width if entry.name == "sequence_concat" else 12)
-    lr = EncoderInfo(width=lr_width, grid=4, image_size=32, layout="tokens")
-    hr = EncoderInfo(width=hr_width, grid=8, image_size=64, layout="map", multi_scale=True)
-    return lr, (hr if getattr(entry.factory, "uses_hr", False) else None)
+    """Encoder outputs the miner takes at its tiny config, found from what it declares: widths its
+    ``linked_widths`` keywords state, else the first HR width its ``describe`` accepts."""
+    links = getattr(entry.factory, "linked_widths", {})
+    widths = {slot: entry.tiny[key] for key, (slot, _) in links.items() if key in entry.tiny}
+    lr = EncoderInfo(width=widths.get("lr_encoder", 16), grid=4, image_size=32, layout="tokens")
+    if not getattr(entry.factory, "uses_hr", False):
+        return lr, None
+    problems = []
+    for hr_width in dict.fromkeys([widths.get("hr_encoder", 12), lr.width]):
+        hr = EncoderInfo(width=hr_width, grid=8, image_size=64, layout="map", multi_scale=True)
+        try:
+            entry.describe(lr, hr, **entry.tiny)
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        return lr, hr
+    pytest.fail(f"miner {entry.name!r} accepts none of the test's encoder outputs: {problems}")
 
 
 def _features(info: EncoderInfo | None, batch: int) -> torch.Tensor | None:
@@ -91,17 +103,27 @@ def test_projector(name, tmp_path):
 
 @pytest.mark.parametrize("name", _params("llm"))
 def test_llm(name, tmp_path):
-    entry = get("llm", name)
+    check_llm(get("llm", name), tmp_path)
+
+
+def check_llm(entry, tmp_path) -> None:
+    """An LLM entry at its tiny config: declared widths, embeddings, logits, a round trip."""
     declared = entry.describe(**entry.tiny)
     assert isinstance(declared, LLMInfo)
     llm = entry.factory(**entry.tiny).eval()
     ids = torch.randint(0, declared.vocab_size, (2, 7))
+    mask = torch.ones_like(ids)
     with torch.no_grad():
-        assert tuple(llm.embed(ids).shape) == (2, 7, declared.hidden_size)
-        logits = llm(input_ids=ids).logits
-        assert tuple(logits.shape) == (2, 7, declared.vocab_size)
+        embeds = llm.embed(ids)
+        assert tuple(embeds.shape) == (2, 7, declared.hidden_size)
+        out = llm(inputs_embeds=embeds, attention_mask=mask, labels=ids)  # as the model calls it
+        assert tuple(out.logits.shape) == (2, 7, declared.vocab_size)
+        assert out.loss.dim() == 0 and torch.isfinite(out.loss)
         again = _round_trip(llm, entry, tmp_path)
-        torch.testing.assert_close(again(input_ids=ids).logits, logits, rtol=0, atol=0)
+        torch.testing.assert_close(
+            again(inputs_embeds=again.embed(ids), attention_mask=mask).logits, out.logits,
+            rtol=0, atol=0,
+        )
     assert len(llm.tokenizer) <= declared.vocab_size
 
 

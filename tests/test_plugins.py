@@ -17,6 +17,7 @@ import pytest
 
 import vlmkit
 from vlmkit import plugins
+from vlmkit.data.conversation import CHAT_TEMPLATES, get_template
 from tests._plugins.distributions import write_all
 
 PROBE = """
@@ -24,7 +25,7 @@ import json, warnings
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import vlmkit
-    from vlmkit.registry import get
+    from vlmkit.components import get
     names = vlmkit.available()
     failures = [(f.entry_point, f.distribution, type(f.error).__name__) for f in vlmkit.plugin_failures()]
 origin = None
@@ -133,6 +134,32 @@ def test_cli_lists_plugin_components_and_failures(plugin_path):
     assert "vlmkit_test_dup (vlmkit-test-dup 0.1): DuplicateComponentError" in failed
 
 
+def _vlmkit(plugin_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vlmkit", *args], env=_env(plugin_path),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_plugins_add_commands_through_the_hook(plugin_path):
+    hello = _vlmkit(plugin_path, "hello-plugin", "Ada")
+    assert hello.returncode == 0, hello.stderr
+    assert hello.stdout == "hello Ada from vlmkit-test-good\n"
+    report = _vlmkit(plugin_path, "plugins")
+    loaded = report.stdout.split("failed (")[0]
+    assert "projector:good-double-linear, command:hello-plugin" in loaded
+
+
+def test_a_plugin_that_replaces_a_command_is_rolled_back(plugin_path):
+    listing = _vlmkit(plugin_path, "list", "--kind", "miner")
+    assert listing.returncode == 0, listing.stderr
+    assert "hijacked" not in listing.stdout and "identity" in listing.stdout
+    assert "vlmkit-test-clash 0.2 failed to add commands" in listing.stderr
+    assert "replaces existing command(s) ['list']" in listing.stderr
+    fresh = _vlmkit(plugin_path, "clash-fresh-command")
+    assert fresh.returncode == 2 and "No such command 'clash-fresh-command'" in fresh.stderr
+    failed = _vlmkit(plugin_path, "plugins").stdout.split("failed (")[1]
+    assert "vlmkit_test_clash (vlmkit-test-clash 0.2): PluginError" in failed
+
+
 def test_in_process_reload_picks_up_a_new_distribution(tmp_path, monkeypatch):
     write_all(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -146,7 +173,14 @@ def test_in_process_reload_picks_up_a_new_distribution(tmp_path, monkeypatch):
         model = vlmkit.create("projector", "good-double-linear", in_dim=3, out_dim=5)
         assert model.a.in_features == 3
         assert {f.entry_point for f in vlmkit.plugin_failures()} >= {"vlmkit_test_broken"}
+        # a plugin's preset and chat template: plan() finds both
+        assert "good-preset" in vlmkit.presets() and "dup-plugin-preset" not in vlmkit.presets()
+        checked = vlmkit.plan("good-preset")
+        assert checked.config.name == "good-preset"
+        assert get_template(checked.config.chat_template).render(
+            [{"role": "user", "content": "hi"}]) == "Q: hi\nA:"
     finally:
         monkeypatch.undo()
         plugins.reload_plugins()
     assert "good-double-linear" not in vlmkit.available("projector")
+    assert "good-preset" not in vlmkit.presets() and "good-template" not in CHAT_TEMPLATES

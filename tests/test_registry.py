@@ -6,11 +6,11 @@ import pytest
 from torch import nn
 
 import vlmkit
+from vlmkit.components import get
 from vlmkit.registry import (
     DuplicateComponentError,
     UnknownComponentError,
     UnknownKindError,
-    get,
     registry,
 )
 
@@ -56,6 +56,23 @@ def test_register_decorator_records_signature_and_origin(scratch_names):
     assert entry.description == "Scales then projects."
     made = vlmkit.create("projector", "test-scaled", in_dim=4, out_dim=5, scale=0.5)
     assert made.proj.weight.shape == (5, 4) and made.scale == 0.5
+
+
+def test_a_component_class_learns_its_registry_name(scratch_names):
+    from vlmkit.interfaces import VisionEncoder
+
+    class Named(VisionEncoder):
+        pass
+
+    class Unrelated(nn.Module):  # not a vision encoder: left as it is
+        pass
+
+    vlmkit.register("vision_encoder", "test-named", Named)
+    vlmkit.register("vision_encoder", "test-unrelated", Unrelated)
+    scratch_names += [("vision_encoder", "test-named"), ("vision_encoder", "test-unrelated")]
+    assert Named.name == "test-named" and VisionEncoder.name == "vision encoder"
+    assert not hasattr(Unrelated, "name")
+    assert get("vision_encoder", "hf-clip-vit").factory.name == "hf-clip-vit"
 
 
 def test_register_function_factory(scratch_names):

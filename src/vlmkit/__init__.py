@@ -1,8 +1,11 @@
 """vlmkit: swappable vision-language-model components.
 
-Public names only (the contract is in ``docs/architecture.md``): registries (``register``,
-``create``, ``available``), plugins (``hookimpl``, ``plugin_failures``), configs and the builder
-(``presets``, ``plan``, ``build``) and the model (``VisionLanguageModel``). ``vlmkit.ops`` and ``vlmkit.compat`` load on first use.
+The public names (the contract is in ``docs/architecture.md``), re-exported from the modules that
+define them: registries (``register``, ``create``, ``available``), plugins (``hookimpl``,
+``plugin_failures``), configs, the fit check and the builder (``presets``, ``plan``, ``build``), the
+model (``VisionLanguageModel``) and ``load``, which resolves any model spec (preset, config file,
+saved directory, MGM release). This module is the facade: nothing inside vlmkit imports it.
+``vlmkit.ops``, ``vlmkit.compat`` and the other subpackages load on first use.
 """
 
 from __future__ import annotations
@@ -10,16 +13,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from vlmkit._version import __version__
+from vlmkit.builder import plan
+from vlmkit.components import available, create, presets
+from vlmkit.config import ComponentSpec, ConfigError, VLMConfig, load_config
+from vlmkit.hookspecs import hookimpl
+from vlmkit.loading import LoadError, load
+from vlmkit.model import VisionLanguageModel, build
+from vlmkit.plugins import plugin_failures
+from vlmkit.registry import KINDS, register
 
-from vlmkit.builder import build, plan  # noqa: E402
-from vlmkit.config import ComponentSpec, ConfigError, VLMConfig, load_config, presets  # noqa: E402
-from vlmkit.hookspecs import hookimpl  # noqa: E402
-from vlmkit.model import VisionLanguageModel  # noqa: E402
-from vlmkit.plugins import plugin_failures  # noqa: E402
-from vlmkit.registry import KINDS, available, create, register  # noqa: E402
-
-_LAZY_SUBMODULES = ("ops", "compat", "bench", "train", "data", "kernels")
+_LAZY_SUBMODULES = ("ops", "compat", "train", "data", "kernels", "eval")
 
 
 def __getattr__(name: str) -> Any:
@@ -42,5 +46,7 @@ __all__ = [
     "ConfigError",
     "plan",
     "build",
+    "load",
+    "LoadError",
     "VisionLanguageModel",
 ]

@@ -13,7 +13,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "vlmkit.encoders.convnext",
     "vlmkit.encoders.timm_encoder",
     "vlmkit.encoders.siglip",
-    "vlmkit.miners.mining",
+    "vlmkit.miners.patch_info_miner",
     "vlmkit.miners.simple",
     "vlmkit.projectors.mlp",
     "vlmkit.llms.hf",

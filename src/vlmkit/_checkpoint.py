@@ -1,4 +1,4 @@
-"""Save and load a :class:`~vlmkit.model.VisionLanguageModel` directory.
+"""The files of a saved :class:`~vlmkit.model.VisionLanguageModel` directory: writing and reading them.
 
 Layout: ``config.json`` (the resolved vlmkit config), ``tokenizer/`` (the LLM's tokenizer) and
 ``model.safetensors`` or ``model-0000k-of-0000n.safetensors`` shards with
@@ -27,9 +27,10 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-import vlmkit
 from vlmkit._files import inside, read_json, sha256_file
 from vlmkit._replace import recover_directory, replace_directory, temporary_sibling
+from vlmkit._version import __version__
+from vlmkit.config import SLOTS
 
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"
@@ -68,7 +69,7 @@ def save_model(
     tmp = temporary_sibling(directory)
     try:
         config = model.config.to_dict()
-        for slot in ("lr_encoder", "hr_encoder", "miner", "projector", "llm", "bridge"):
+        for slot in SLOTS:
             component = getattr(model, slot, None)
             standalone = getattr(component, "standalone_kwargs", None)
             if slot in config and callable(standalone):
@@ -77,7 +78,7 @@ def save_model(
             model.llm.save_tokenizer(tmp / TOKENIZER_DIR)
             config["llm"]["tokenizer"] = TOKENIZER_DIR
         (tmp / CONFIG_NAME).write_text(
-            json.dumps({"vlmkit_version": vlmkit.__version__, "config": config}, indent=2)
+            json.dumps({"vlmkit_version": __version__, "config": config}, indent=2)
         )
         state, aliases = _dedupe(model.state_dict() if state_dict is None else state_dict)
         split = split_torch_state_dict_into_shards(state, max_shard_size=max_shard_size)
@@ -170,25 +171,3 @@ def load_state(directory: Path) -> dict[str, torch.Tensor]:
         state[alias] = state[name]
     return state
 
-
-def load_model(
-    directory: Path, *, device: str | torch.device | None = None, trust_remote_code: bool = False
-) -> Any:
-    from vlmkit.builder import build
-
-    directory = Path(directory)
-    recover_directory(directory)
-    model = build(read_config(directory, trust_remote_code=trust_remote_code), load_pretrained=False)
-    state = load_state(directory)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shapes that differ from the config's
-        raise ValueError(f"{directory}: weights do not match the config: {err}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{directory}: weights do not match the config: missing {result.missing_keys[:10]}, "
-            f"unexpected {result.unexpected_keys[:10]}"
-        )
-    if device is not None:
-        model.to(device)
-    return model.eval()

@@ -1,11 +1,13 @@
-"""Assemble a :class:`~vlmkit.model.VisionLanguageModel` from a config, checking fit first.
+"""Check that a config's components fit, then create them.
 
 :func:`plan` resolves every slot's registry entry, validates its keyword arguments against the
 component's signature, asks each component to *describe* itself (widths, grids, token counts) and
 checks neighbours: encoder widths → miner inputs, miner width → projector input, projector output →
-LLM hidden size. Widths a config leaves out are filled in from the neighbour; widths it states must
-agree. Every problem is collected and raised at once, by slot, name and value, before any weights
-are allocated. :func:`build` then instantiates the components.
+LLM hidden size. A component names the keyword arguments that take a neighbour's width
+(``linked_widths``, see :mod:`vlmkit.interfaces`); widths a config leaves out are filled in from the
+neighbour, widths it states must agree. Every problem is collected and raised at once, by slot, name and value, before any weights
+are allocated. :func:`create_components` then instantiates the components, and
+:func:`vlmkit.model.build` assembles them into a model.
 """
 
 from __future__ import annotations
@@ -18,19 +20,12 @@ from typing import Any, Mapping
 import torch
 
 from vlmkit._context import no_pretrained
-from vlmkit.data.conversation import get_template
-from vlmkit.config import SLOT_KINDS, ConfigError, ComponentSpec, VLMConfig, load_config
+from vlmkit.config import ENCODER_SLOTS, SLOT_KINDS, ComponentSpec, ConfigError, VLMConfig, load_config
 from vlmkit.interfaces import EncoderInfo, LLMInfo, MinerInfo, ProjectorInfo
-from vlmkit.registry import Entry, RegistryError, get
-
-# (slot, keyword, source slot, source attribute): the keyword is filled from / checked against the
-# source slot's described output.
-LINKS: tuple[tuple[str, str, str, str], ...] = (
-    ("miner", "lr_dim", "lr_encoder", "width"),
-    ("miner", "hr_dim", "hr_encoder", "width"),
-    ("projector", "in_dim", "miner", "width"),
-    ("projector", "out_dim", "llm", "hidden_size"),
-)
+from vlmkit.components import get
+from vlmkit.data.conversation import get_template
+from vlmkit.plugins import load_plugins
+from vlmkit.registry import Entry, RegistryError
 
 
 @dataclass
@@ -53,6 +48,15 @@ class Plan:
         return self.tokens_per_view * self.config.num_views
 
 
+def _templates(cfg: VLMConfig) -> list[tuple[str, Any]]:
+    """``(where, name)`` of every chat template the config names (its own, its training stages')."""
+    named = [("chat_template", cfg.chat_template)]
+    for stage, settings in (cfg.training or {}).items():
+        if isinstance(settings, Mapping) and "chat_template" in settings:
+            named.append((f"training.{stage}.chat_template", settings["chat_template"]))
+    return named
+
+
 def _describe(slot: str, entry: Entry, kwargs: dict[str, Any], errors: list[str], *args: Any) -> Any:
     try:
         return entry.describe(*args, **kwargs)
@@ -61,10 +65,17 @@ def _describe(slot: str, entry: Entry, kwargs: dict[str, Any], errors: list[str]
         return None
 
 
+def _links(entry: Entry) -> dict[str, tuple[str, str]]:
+    """The widths a component declares it takes from its neighbours (``linked_widths``), limited
+    to keywords it has."""
+    declared = getattr(entry.factory, "linked_widths", None) or {}
+    return {key: link for key, link in declared.items() if key in entry.param_names}
+
+
 def _link(plan: Plan, slot: str, errors: list[str]) -> None:
     entry, kwargs = plan.entries[slot], plan.kwargs[slot]
-    for target, key, source, attr in LINKS:
-        if target != slot or source not in plan.entries or key not in entry.param_names:
+    for key, (source, attr) in _links(entry).items():
+        if source not in plan.entries:
             continue
         info = plan.infos.get(source)
         if info is None:
@@ -84,9 +95,8 @@ def _unlinked(plan: Plan, slot: str) -> bool:
     could not be described."""
     entry, kwargs = plan.entries[slot], plan.kwargs[slot]
     return any(
-        target == slot and key in entry.param_names and key not in kwargs
-        and source in plan.entries and plan.infos.get(source) is None
-        for target, key, source, _ in LINKS
+        key not in kwargs and source in plan.entries and plan.infos.get(source) is None
+        for key, (source, _) in _links(entry).items()
     )
 
 
@@ -95,13 +105,15 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
 
     Raises :class:`~vlmkit.config.ConfigError` listing every problem found. Allocates no weights.
     """
+    load_plugins()  # a preset or chat template may come from a plugin
     cfg = load_config(config)
     result = Plan(cfg)
     errors: list[str] = []
-    try:
-        get_template(cfg.chat_template)
-    except ValueError as err:
-        errors.append(f"chat_template: {err}")
+    for where, template in _templates(cfg):
+        try:
+            get_template(template)
+        except ValueError as err:
+            errors.append(f"{where}: {err}")
     for slot, spec in cfg.slots().items():
         try:
             entry = get(SLOT_KINDS[slot], spec.name)
@@ -114,14 +126,14 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
     if errors:  # without entries nothing further can be checked meaningfully
         raise ConfigError("config does not build:\n  - " + "\n  - ".join(errors))
 
-    for slot in ("lr_encoder", "hr_encoder", "llm"):
-        if slot in result.entries:
-            result.infos[slot] = _describe(slot, result.entries[slot], result.kwargs[slot], errors)
-    for slot, expected in (("lr_encoder", EncoderInfo), ("hr_encoder", EncoderInfo), ("llm", LLMInfo)):
-        info = result.infos.get(slot)
-        if info is not None and not isinstance(info, expected):
+    for slot in (*ENCODER_SLOTS, "llm"):
+        if slot not in result.entries:
+            continue
+        info = _describe(slot, result.entries[slot], result.kwargs[slot], errors)
+        if info is not None and not isinstance(info, LLMInfo if slot == "llm" else EncoderInfo):
             errors.append(f"{slot} {result.entries[slot].name!r}: describe() returned {info!r}")
-            result.infos[slot] = None
+            info = None
+        result.infos[slot] = info
 
     miner = result.entries["miner"]
     uses_hr = bool(getattr(miner.factory, "uses_hr", False))
@@ -143,12 +155,13 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
         result.infos["projector"] = _describe(
             "projector", result.entries["projector"], result.kwargs["projector"], errors
         )
-    # Projectors whose keywords are not the linked names are checked on what they describe.
+    # Projectors that do not link a width through a keyword are checked on what they describe.
     proj: ProjectorInfo | None = result.infos["projector"]
     proj_entry = result.entries["projector"]
+    linked = _links(proj_entry)
     for attr, source, source_attr in (("in_dim", "miner", "width"), ("out_dim", "llm", "hidden_size")):
         source_info = result.infos.get(source)
-        if proj is None or source_info is None or attr in proj_entry.param_names:
+        if proj is None or source_info is None or attr in linked:
             continue
         if getattr(proj, attr) != getattr(source_info, source_attr):
             errors.append(
@@ -162,21 +175,15 @@ def plan(config: VLMConfig | Mapping[str, Any] | str | Path) -> Plan:
     return result
 
 
-def build(
-    config: VLMConfig | Mapping[str, Any] | str | Path,
-    *,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    load_pretrained: bool = True,
-) -> Any:
-    """Build a :class:`~vlmkit.model.VisionLanguageModel` after :func:`plan` has checked the config.
+def create_components(
+    checked: Plan, *, device: str | torch.device | None = None, load_pretrained: bool = True
+) -> tuple[VLMConfig, dict[str, Any]]:
+    """Instantiate every slot of a :class:`Plan`: ``(resolved config, {slot: component})``.
 
-    ``device="meta"`` builds the architecture without weights or files (for summaries);
-    ``load_pretrained=False`` builds random weights even where a slot names pretrained ones.
+    The resolved config states every keyword argument the plan filled in. ``device="meta"``
+    builds the architecture without weights or files; ``load_pretrained=False`` builds random
+    weights even where a slot names pretrained ones.
     """
-    from vlmkit.model import VisionLanguageModel
-
-    checked = plan(config)
     meta = device is not None and torch.device(device).type == "meta"
     with contextlib.ExitStack() as stack:
         if meta or not load_pretrained:
@@ -189,12 +196,7 @@ def build(
     resolved = checked.config.copy()
     for slot, kwargs in checked.kwargs.items():
         setattr(resolved, slot, ComponentSpec(checked.entries[slot].name, dict(kwargs)))
-    model = VisionLanguageModel(resolved, plan=checked, **parts)
-    if device is not None and not meta:
-        model.to(device)
-    if dtype is not None:
-        model.to(dtype)
-    return model
+    return resolved, parts
 
 
-__all__ = ["plan", "build", "Plan", "ConfigError"]
+__all__ = ["plan", "create_components", "Plan", "ConfigError"]

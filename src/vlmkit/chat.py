@@ -20,6 +20,7 @@ import click
 from vlmkit.bridges.generation import ImageRequest, request_image, save_outputs
 from vlmkit.config import check_image_label
 from vlmkit.data.conversation import IMAGE_TOKEN
+from vlmkit.loading import LoadError, load
 
 DEFAULT_GEN_REQUEST = "Generate an image of what we talked about."
 HELP = "commands: /image PATH, /gen [TEXT], /reset, /quit"
@@ -48,84 +49,19 @@ def open_image(path: str | Path) -> Any:
         raise ChatError(f"{path}: {err}") from None
 
 
-def load_model(spec: str, *, device: str | None = None, what: str = "--model") -> Any:
-    """A model from a preset name, a config file (``.yaml``/``.json``), a directory written by
-    ``save_pretrained``, or an official Mini-Gemini checkpoint directory.
-
-    The one place the commands (``chat``, ``generate-image``, ``train``, ``eval``) resolve a model;
-    ``what`` names the argument in the :class:`ChatError` a bad ``spec`` raises."""
-    import json
-
-    import vlmkit
-
-    path = Path(spec).expanduser()
-    try:
-        if path.is_dir():
-            config = path / "config.json"
-            if not config.is_file():
-                raise ChatError(f"{what} {spec}: the directory has no config.json")
-            try:
-                data = json.loads(config.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ChatError(f"{what} {spec}: config.json is not valid JSON ({err})") from None
-            if isinstance(data, dict) and "config" in data:
-                return vlmkit.VisionLanguageModel.from_pretrained(path, device=device)
-            if isinstance(data, dict) and "mm_vision_tower" in data:
-                return _load_mgm(path, device)
-            raise ChatError(
-                f"{what} {spec}: config.json is neither a vlmkit model's nor an official MGM "
-                "checkpoint's"
-            )
-        if path.suffix in (".yaml", ".yml", ".json"):
-            if not path.is_file():
-                raise ChatError(f"{what} {spec}: no such config file")
-            return vlmkit.build(str(path), device=device)
-        if spec in vlmkit.presets():
-            return vlmkit.build(spec, device=device)
-    except ChatError:
-        raise
-    except _LOAD_ERRORS as err:
-        detail = str(err).strip() if isinstance(err, ValueError) else _first_line(err)
-        raise ChatError(f"{what} {spec}: cannot load ({type(err).__name__}: {detail})") from None
-    if "/" in spec or spec.startswith("."):
-        raise ChatError(f"{what} {spec}: no such directory")
-    raise ChatError(
-        f"{what} {spec}: not a preset, config file or model directory "
-        f"(presets: {', '.join(vlmkit.presets())})"
-    )
-
-
-_LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def _load_mgm(path: Path, device: str | None) -> Any:
-    """The one place that reaches for :mod:`vlmkit.compat.mgm` (absent in a partial install)."""
-    try:
-        from vlmkit.compat.mgm import load
-    except ImportError as err:
-        raise ChatError(f"{path} is an official MGM checkpoint, but vlmkit.compat.mgm is unavailable ({err})")
-    model = load(path)
-    return model if device is None else model.to(device)
-
-
 def make_bridge(model: Any, name: str | None, pipeline: str | None) -> Any:
     """The bridge for ``/gen``: ``name`` (with ``pretrained=pipeline`` for ``diffusers``), else the
     model's bridge slot, else ``diffusers`` when a pipeline is given or the model has none,
     falling back to ``prompt-only`` when the diffusers plugin is not installed."""
-    import vlmkit
+    from vlmkit.components import available, create
 
     if name is None and pipeline is None and getattr(model, "bridge", None) is not None:
         return model.bridge
     if name is None:
-        name = "diffusers" if "diffusers" in vlmkit.available("bridge") else "prompt-only"
+        name = "diffusers" if "diffusers" in available("bridge") else "prompt-only"
     kwargs = {"pretrained": pipeline} if pipeline is not None else {}
     try:
-        return vlmkit.create("bridge", name, **kwargs)
+        return create("bridge", name, **kwargs)
     except (KeyError, TypeError, ValueError) as err:
         raise ChatError(str(err)) from None
 
@@ -275,7 +211,10 @@ def _setup(model_spec: str, images: tuple[str, ...], bridge: str | None, pipelin
 
     torch.manual_seed(seed)
     opened = [open_image(p) for p in images]  # check the files before the (slower) model load
-    model = load_model(model_spec, device=device).eval()
+    try:
+        model = load(model_spec, device=device, what="--model").eval()
+    except LoadError as err:
+        raise ChatError(str(err)) from None
     return model, opened, make_bridge(model, bridge, pipeline)
 
 

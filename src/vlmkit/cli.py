@@ -1,4 +1,5 @@
-"""The ``vlmkit`` command: list components and plugins, check and summarise configs, benchmarks."""
+"""The ``vlmkit`` command: list components and plugins, check and summarise configs, chat, train,
+evaluate; plugins add their own commands (``vlmkit_register_commands``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any
 
 import click
 
-import vlmkit
 from vlmkit import plugins as plugin_state
-from vlmkit.registry import entries
+from vlmkit._version import __version__
+from vlmkit.components import entries
+from vlmkit.registry import KINDS
 
 
 def _fail(message: str) -> None:
@@ -18,13 +20,13 @@ def _fail(message: str) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(vlmkit.__version__, prog_name="vlmkit")
+@click.version_option(__version__, prog_name="vlmkit")
 def cli() -> None:
-    """vlmkit: compose, inspect, train and benchmark vision-language models."""
+    """vlmkit: compose, inspect, train and evaluate vision-language models."""
 
 
 @cli.command("list")
-@click.option("--kind", type=click.Choice(vlmkit.KINDS), default=None, help="Only this kind.")
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind.")
 def list_command(kind: str | None) -> None:
     """Registered components by kind, with where each came from."""
     current = None
@@ -50,8 +52,9 @@ def plugins_command() -> None:
     failures = plugin_state.plugin_failures()
     click.echo(f"loaded ({len(loaded)}):")
     for p in loaded:
-        comps = ", ".join(f"{k}:{n}" for k, n in p.components) or "no components"
-        click.echo(f"  {p.entry_point} ({p.distribution} {p.version}): {comps}")
+        parts = [f"{k}:{n}" for k, n in p.components] + [f"command:{c}" for c in p.commands]
+        click.echo(f"  {p.entry_point} ({p.distribution} {p.version}): "
+                   f"{', '.join(parts) or 'no components'}")
     click.echo(f"failed ({len(failures)}):")
     for f in failures:
         click.echo(f"  {f.entry_point} ({f.distribution}): {type(f.error).__name__}: {f.error}")
@@ -71,7 +74,7 @@ def _human(n: int) -> str:
 @click.option("--summary", is_flag=True, help="Print slots, parameter counts and visual tokens.")
 def build_command(config: str, summary: bool) -> None:
     """Check CONFIG (preset name, .yaml or .json) and build it on the meta device (no weights)."""
-    from vlmkit.builder import build
+    from vlmkit.model import build
     from vlmkit.config import ConfigError
     from vlmkit.train.stages import count_parameters
 
@@ -99,31 +102,22 @@ def build_command(config: str, summary: bool) -> None:
     click.echo(f"chat template: {model.config.chat_template}")
 
 
-@cli.group("bench")
-def bench_group() -> None:
-    """Benchmarks shipped with vlmkit."""
-
-
-# Commands that live beside the code they drive: (group, module, attribute). A group of None attaches
-# to the top-level `vlmkit` command. One line per command; the modules import lazily-heavy code inside
-# their functions so that `vlmkit --help` stays quick.
-_COMMANDS: list[tuple[str | None, str, str]] = [
-    ("bench", "vlmkit.bench.mining", "mining_command"),
-    (None, "vlmkit.chat", "chat_command"),
-    (None, "vlmkit.chat", "generate_image_command"),
-    ("bench", "vlmkit.bench.finedetail", "finedetail_command"),
-    (None, "vlmkit.bench.finedetail", "demo_command"),
-    (None, "vlmkit.train.command", "train_command"),
-    (None, "vlmkit.train.vqa_eval", "eval_command"),
+# vlmkit's commands that live beside the code they drive: (module, attribute). The modules import
+# heavy code inside their functions so that `vlmkit --help` stays quick.
+_COMMANDS: list[tuple[str, str]] = [
+    ("vlmkit.chat", "chat_command"),
+    ("vlmkit.chat", "generate_image_command"),
+    ("vlmkit.train.command", "train_command"),
+    ("vlmkit.eval.vqa", "eval_command"),
 ]
 
 
 def _attach_commands() -> None:
     import importlib
 
-    groups = {None: cli, "bench": bench_group}
-    for group, module, attribute in _COMMANDS:
-        groups[group].add_command(getattr(importlib.import_module(module), attribute))
+    for module, attribute in _COMMANDS:
+        cli.add_command(getattr(importlib.import_module(module), attribute))
+    plugin_state.register_commands(cli)  # plugins' commands (`demo`, `bench`: vlmkit-bench)
 
 
 _attach_commands()

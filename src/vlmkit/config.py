@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from vlmkit.data.views import num_views
+
 SLOTS: tuple[str, ...] = ("lr_encoder", "hr_encoder", "miner", "projector", "llm", "bridge")
 OPTIONAL_SLOTS: frozenset[str] = frozenset({"hr_encoder", "bridge"})
 SLOT_KINDS: dict[str, str] = {
@@ -31,6 +33,10 @@ SLOT_KINDS: dict[str, str] = {
     "llm": "llm",
     "bridge": "bridge",
 }
+# Subsets of SLOTS, in pipeline order: the vision towers, and every slot that holds a torch module
+# (all but the bridge, which may be a plain object): those that train and whose weights are saved.
+ENCODER_SLOTS: tuple[str, ...] = tuple(s for s in SLOTS if SLOT_KINDS[s] == "vision_encoder")
+MODULE_SLOTS: tuple[str, ...] = tuple(s for s in SLOTS if SLOT_KINDS[s] != "bridge")
 
 
 class ConfigError(ValueError):
@@ -137,8 +143,8 @@ class VLMConfig:
 
     @property
     def num_views(self) -> int:
-        """LR views per image: ``image_grid**2`` crops plus the global view when enabled."""
-        return self.image_grid**2 + int(self.image_global and self.image_grid > 1)
+        """Views per image (:func:`vlmkit.data.views.num_views`)."""
+        return num_views(self.image_grid, self.image_global)
 
     def copy(self) -> VLMConfig:
         return copy.deepcopy(self)
@@ -193,9 +199,35 @@ def _preset_dir() -> Any:
     return resources.files("vlmkit") / "presets"
 
 
+# Presets added by plugins: name -> (path or config dict, origin).
+_PLUGIN_PRESETS: dict[str, tuple[Any, Any]] = {}
+
+
+def _shipped() -> list[str]:
+    return [p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml")]
+
+
 def presets() -> list[str]:
-    """Sorted names of the presets shipped with vlmkit."""
-    return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
+    """Sorted names of the presets shipped with vlmkit and those loaded plugins added."""
+    return sorted([*_shipped(), *_PLUGIN_PRESETS])
+
+
+def register_preset(name: str, source: str | Path | Mapping[str, Any], *, origin: Any = None) -> None:
+    """Add preset ``name`` from a YAML/JSON path or a config dict (plugins do it through
+    ``vlmkit_register_presets``); a taken name raises ConfigError."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"a preset name must be a non-empty string, got {name!r}")
+    if name in presets():
+        raise ConfigError(f"preset {name!r} already exists")
+    if not isinstance(source, (str, Path, Mapping)):
+        raise ConfigError(f"preset {name!r}: expected a path or a mapping, got {type(source).__name__}")
+    _PLUGIN_PRESETS[name] = (source, origin)
+
+
+def remove_presets(origin: Any) -> None:
+    """Forget the presets a plugin (``origin``) added."""
+    for name in [n for n, (_, o) in _PLUGIN_PRESETS.items() if o == origin]:
+        del _PLUGIN_PRESETS[name]
 
 
 def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,6 +288,14 @@ def _resolve(
                 raise ConfigError(f"config file {str(path)!r} does not exist")
             data = read_mapping_file(path)
             folder = path.parent
+        elif text in _PLUGIN_PRESETS:
+            source = _PLUGIN_PRESETS[text][0]
+            if isinstance(source, Mapping):
+                data = copy.deepcopy(dict(source))
+            else:
+                data = read_mapping_file(Path(source))
+                folder = Path(source).parent
+            data.setdefault("name", text)
         elif text in presets():
             data = yaml.safe_load((_preset_dir() / f"{text}.yaml").read_text())
             data.setdefault("name", text)

@@ -14,13 +14,30 @@ Tensor layouts:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import torch
 from torch import nn
 
 from vlmkit._context import should_load_pretrained  # noqa: F401  (components consult it)
+
+
+def config_of(component: type, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` bound to ``component``'s constructor, defaults filled in: the whole config that
+    building it with ``kwargs`` uses.
+
+    A ``describe(**kwargs)`` classmethod reads its parameters from here instead of repeating the
+    constructor's signature, so ``plan`` checks what ``build`` uses. An unknown or a missing
+    required key raises ``TypeError``.
+    """
+    signature = inspect.signature(component.__init__)
+    bound = signature.bind(None, **kwargs)
+    bound.apply_defaults()
+    config = dict(bound.arguments)
+    del config[next(iter(signature.parameters))]  # self
+    return config
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,7 @@ class VisionEncoder(nn.Module):
     """
 
     kind: ClassVar[str] = "vision_encoder"
-    name: ClassVar[str] = "vision encoder"  # the registry name, used in error messages
+    name: ClassVar[str] = "vision encoder"  # set to the registry name by ``register``
     info: EncoderInfo
     frozen: bool = False
 
@@ -124,11 +141,15 @@ class Miner(nn.Module):
     ``forward(lr, hr=None)``: ``lr`` as the LR encoder gives it, ``hr`` as the HR encoder gives it
     (``None`` when the miner does not use an HR encoder); returns ``(B, T, width)``.
     ``describe(lr, hr, **kwargs)`` returns a :class:`MinerInfo` or raises ``ValueError`` naming
-    what does not fit. ``uses_hr`` says whether an ``hr_encoder`` slot is required.
+    what does not fit. ``uses_hr`` says whether an ``hr_encoder`` slot is required;
+    ``linked_widths`` which keyword arguments take an encoder's width.
     """
 
     kind: ClassVar[str] = "miner"
     uses_hr: ClassVar[bool] = False
+    # {keyword: (slot, info field)}: keyword arguments the builder fills in from a neighbour's
+    # described output (or checks against it when the config states them).
+    linked_widths: ClassVar[dict[str, tuple[str, str]]] = {}
 
     @classmethod
     def describe(
@@ -138,9 +159,17 @@ class Miner(nn.Module):
 
 
 class Projector(nn.Module):
-    """Base class of ``projector`` components: ``(B, T, in_dim) -> (B, T, out_dim)``."""
+    """Base class of ``projector`` components: ``(B, T, in_dim) -> (B, T, out_dim)``.
+
+    ``linked_widths``: as on :class:`Miner`; a projector takes ``in_dim`` from the miner's width
+    and ``out_dim`` from the LLM's hidden size unless a subclass declares otherwise.
+    """
 
     kind: ClassVar[str] = "projector"
+    linked_widths: ClassVar[dict[str, tuple[str, str]]] = {
+        "in_dim": ("miner", "width"),
+        "out_dim": ("llm", "hidden_size"),
+    }
 
     @classmethod
     def describe(cls, **kwargs: Any) -> ProjectorInfo:  # pragma: no cover - interface
@@ -148,13 +177,23 @@ class Projector(nn.Module):
 
 
 class LLM(nn.Module):
-    """Base class of ``llm`` components wrapping a causal language model.
+    """Base class of ``llm`` components: a causal language model and its tokenizer.
 
-    Implementations expose ``model`` (the causal LM), ``tokenizer``, ``embed(input_ids) -> (B, L, D)``
-    and ``describe(**kwargs) -> LLMInfo``.
+    What the rest of vlmkit uses, and all it uses (the model, the trainer, LoRA):
+
+    - ``describe(**kwargs) -> LLMInfo``; ``tokenizer`` (a transformers-style tokenizer: ``__call__``,
+      ``decode``, ``pad_token_id``, ``eos_token_id``, ``bos_token_id``, ``save_pretrained``);
+    - ``embed(input_ids: (B, L)) -> (B, L, D)``: the token embeddings;
+    - ``forward(*, inputs_embeds: (B, L, D), attention_mask: (B, L), labels: (B, L) | None, ...)``:
+      an output with ``logits`` ``(B, L, vocab)`` and, with labels, the shifted-token ``loss``;
+    - ``generate(*, inputs_embeds, attention_mask, **generate_kwargs) -> (B, new)``: new token ids;
+    - ``gradient_checkpointing_enable(**kwargs)``;
+    - ``backbone()`` / ``set_backbone(module)``: the module LoRA adapters go into and its
+      replacement (peft wraps it), with ``lora_target_modules`` the default modules to adapt.
     """
 
     kind: ClassVar[str] = "llm"
+    lora_target_modules: ClassVar[str | list[str]] = "all-linear"
 
     @classmethod
     def describe(cls, **kwargs: Any) -> LLMInfo:  # pragma: no cover - interface
@@ -162,6 +201,19 @@ class LLM(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} does not generate")
+
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no gradient checkpointing")
+
+    def backbone(self) -> nn.Module:
+        """The module LoRA adapters go into (default: this module)."""
+        return self
+
+    def set_backbone(self, module: nn.Module) -> None:  # pragma: no cover - interface
+        raise NotImplementedError(f"{type(self).__name__} cannot take LoRA adapters")
 
 
 class Bridge:

@@ -9,17 +9,22 @@ splice checks both the image count and the per-image token count and names them 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from vlmkit._checkpoint import load_state, read_config, save_model
+from vlmkit._replace import recover_directory
 from vlmkit._splice import splice_visual_tokens
-from vlmkit.config import VLMConfig, load_config
 from vlmkit._prompt import chat_prompt_ids
+from vlmkit.builder import create_components, plan
+from vlmkit.config import VLMConfig
 from vlmkit.data.conversation import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, check_messages, get_template
 from vlmkit.data.processor import ImageProcessor
+from vlmkit.data.views import split_views
 from vlmkit.interfaces import EncoderInfo
+from vlmkit.miners._layout import as_map
 
 
 class VisionLanguageModel(nn.Module):
@@ -89,9 +94,6 @@ class VisionLanguageModel(nn.Module):
         ``images``: a PIL image, a list of PIL images, a pixel tensor ``(B, 3, S, S)`` at the
         processor's input size, or the processor's output dict.
         """
-        from vlmkit.miners.mining import split_hr_views
-        from vlmkit.miners._layout import as_map
-
         pixels = self.preprocess(images)
         lr = pixels["lr"]
         views = self.num_views
@@ -107,7 +109,7 @@ class VisionLanguageModel(nn.Module):
                 raise ValueError("this model has an hr_encoder but no HR pixels were given")
             hr_features = self.hr_encoder(hr.to(device, self._encoder_dtype(self.hr_encoder)))
             if views > 1:
-                hr_features = split_hr_views(
+                hr_features = split_views(
                     as_map(hr_features), self.config.image_grid, self.config.image_global
                 )
         mined = self.miner(lr_features, hr_features)
@@ -174,7 +176,7 @@ class VisionLanguageModel(nn.Module):
     ) -> Any:
         """LLM output (with ``loss`` when ``labels`` are given) for ids ``(B, L)`` with placeholders."""
         inputs = self._inputs(input_ids, attention_mask, labels, images, padding_side="right")
-        return self.llm.model(**inputs, **kwargs)
+        return self.llm(**inputs, **kwargs)
 
     @torch.no_grad()
     def generate(
@@ -192,7 +194,7 @@ class VisionLanguageModel(nn.Module):
         inputs.pop("labels", None)
         tok = self.llm.tokenizer
         generate_kwargs.setdefault("pad_token_id", tok.pad_token_id)
-        return self.llm.model.generate(**inputs, **generate_kwargs)
+        return self.llm.generate(**inputs, **generate_kwargs)
 
     def _stop_ids(self, stop_str: str | None) -> list[int]:
         tok = self.llm.tokenizer
@@ -259,8 +261,6 @@ class VisionLanguageModel(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, *, max_shard_size: int | str = "2GB") -> None:
         """Write ``config.json``, the tokenizer and safetensors weights (sharded above the size)."""
-        from vlmkit._checkpoint import save_model
-
         save_model(self, Path(directory), max_shard_size=max_shard_size)
 
     @classmethod
@@ -274,17 +274,29 @@ class VisionLanguageModel(nn.Module):
         """Load a directory written by :meth:`save_pretrained`; logits equal the saved model's.
 
         Nothing in the directory runs code: ``trust_remote_code`` in its ``config.json`` is
-        ignored; only this argument may allow a slot to run the code its files name."""
-        from vlmkit._checkpoint import load_model
-
-        return load_model(Path(directory), device=device, trust_remote_code=trust_remote_code)
+        ignored; only this argument may allow a slot to run the code its files name. A copy left
+        aside by a save that was killed is restored first."""
+        directory = Path(directory)
+        recover_directory(directory)
+        model = build(read_config(directory, trust_remote_code=trust_remote_code), load_pretrained=False)
+        state = load_state(directory)
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shapes that differ from the config's
+            raise ValueError(f"{directory}: weights do not match the config: {err}") from None
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"{directory}: weights do not match the config: missing {result.missing_keys[:10]}, "
+                f"unexpected {result.unexpected_keys[:10]}"
+            )
+        if device is not None:
+            model.to(device)
+        return model.eval()
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> VisionLanguageModel:
-        from vlmkit.builder import build
-
-        return build(load_config(config), **kwargs)
-
+        """:func:`build` (same keyword arguments)."""
+        return build(config, **kwargs)
 
 def _as_list(images: Any) -> list[Any]:
     if images is None:
@@ -295,3 +307,26 @@ def _as_list(images: Any) -> list[Any]:
         return list(images)
     return [images]
 
+
+
+def build(
+    config: VLMConfig | Mapping[str, Any] | str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    load_pretrained: bool = True,
+) -> VisionLanguageModel:
+    """A :class:`VisionLanguageModel` from a config (dict, YAML/JSON path, preset name or
+    :class:`~vlmkit.config.VLMConfig`) after :func:`~vlmkit.builder.plan` has checked it.
+
+    ``device="meta"`` builds the architecture without weights or files (for summaries);
+    ``load_pretrained=False`` builds random weights even where a slot names pretrained ones.
+    """
+    checked = plan(config)
+    resolved, parts = create_components(checked, device=device, load_pretrained=load_pretrained)
+    model = VisionLanguageModel(resolved, plan=checked, **parts)
+    if device is not None and torch.device(device).type != "meta":
+        model.to(device)
+    if dtype is not None:
+        model.to(dtype)
+    return model

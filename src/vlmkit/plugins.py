@@ -5,7 +5,10 @@ that fails to import or to register is rolled back (it contributes no component)
 once with its distribution, version and error, and kept in :func:`plugin_failures`. vlmkit and
 every other plugin keep working. That includes a plugin that raises ``SystemExit`` (``sys.exit()``)
 or ``KeyboardInterrupt`` itself; a ``KeyboardInterrupt`` from the user's Ctrl-C (a SIGINT that
-arrives while plugins load) still stops the program.
+arrives while plugins load) still stops the program. The same goes for the
+``vlmkit_register_templates`` and ``vlmkit_register_presets`` hooks (chat templates and presets).
+:func:`register_commands` calls the ``vlmkit_register_commands`` hook of each loaded plugin the
+same way, when the command line is built.
 
 Environment:
 - ``VLMKIT_STRICT_PLUGINS=1``: a failing plugin raises :class:`PluginError` instead.
@@ -15,17 +18,20 @@ Environment:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable
 
 import pluggy
 
 from vlmkit import hookspecs
+from vlmkit.config import register_preset, remove_presets
+from vlmkit.data.conversation import register_template, remove_templates
 from vlmkit.registry import BUILTIN, KINDS, Origin, _current_origin, registry
 
 ENTRY_POINT_GROUP = "vlmkit"
@@ -49,12 +55,14 @@ class PluginFailure:
         return iter((self.entry_point, self.distribution, self.error))
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadedPlugin:
     entry_point: str
     distribution: str
     version: str
     components: tuple[tuple[str, str], ...]  # (kind, name)
+    commands: tuple[str, ...] = ()  # added to the ``vlmkit`` command line
+    module: Any = field(default=None, repr=False, compare=False)
 
 
 _lock = threading.RLock()
@@ -63,6 +71,7 @@ _loading = False
 _strict_error: PluginError | None = None
 _failures: list[PluginFailure] = []
 _plugins: list[LoadedPlugin] = []
+_manager_of_loaded: list[pluggy.PluginManager] = []  # the manager the loaded plugins are in
 
 
 def _env_flag(name: str) -> bool:
@@ -88,9 +97,23 @@ def _register_fn(origin: Origin) -> Callable[..., Any]:
 
 
 def _call_hook(pm: pluggy.PluginManager, plugin: object, origin: Origin) -> None:
+    """Call ``plugin``'s registration hooks: components, chat templates, presets."""
     others = [p for p in pm.get_plugins() if p is not plugin]
-    caller = pm.subset_hook_caller("vlmkit_register", remove_plugins=others)
-    caller(register=_register_fn(origin))
+    pm.subset_hook_caller("vlmkit_register", remove_plugins=others)(register=_register_fn(origin))
+    pm.subset_hook_caller("vlmkit_register_templates", remove_plugins=others)(
+        register=functools.partial(register_template, origin=origin)
+    )
+    pm.subset_hook_caller("vlmkit_register_presets", remove_plugins=others)(
+        register=functools.partial(register_preset, origin=origin)
+    )
+
+
+def _remove(origin: Origin) -> None:
+    """Roll back everything ``origin`` registered."""
+    for kind in KINDS:
+        registry(kind).remove_origin(origin)
+    remove_templates(origin)
+    remove_presets(origin)
 
 
 def _components_of(origin: Origin) -> tuple[tuple[str, str], ...]:
@@ -130,31 +153,36 @@ def _load_entry_point(
     version = dist.version if dist is not None else "?"
     origin = Origin("plugin", dist_name, version, ep.name)
     token = _current_origin.set(origin)  # decorators run at import time see the plugin's origin
+    module = None
     try:
         module = ep.load()
         pm.register(module, name=f"{dist_name}:{ep.name}")
         _call_hook(pm, module, origin)
     except BaseException as err:  # noqa: BLE001 - isolation is the point, SystemExit included
+        _remove(origin)
         if isinstance(err, KeyboardInterrupt) and sigint["hit"]:
-            for kind in KINDS:
-                registry(kind).remove_origin(origin)
             raise  # the user pressed Ctrl-C
         with contextlib.suppress(Exception):
-            pm.unregister(name=f"{dist_name}:{ep.name}")
-        for kind in KINDS:
-            registry(kind).remove_origin(origin)
-        message = (
-            f"vlmkit plugin {ep.name!r} ({ep.value}) from distribution {dist_name} {version} "
-            f"failed to load: {type(err).__name__}: {err}"
-        )
-        _failures.append(PluginFailure(ep.name, f"{dist_name} {version}", err))
-        if strict:
-            raise PluginError(message) from err
-        warnings.warn(message, PluginWarning, stacklevel=3)
+            if module is not None and pm.is_registered(module):
+                pm.unregister(module)
+        _fail(f"vlmkit plugin {ep.name!r} ({ep.value}) from distribution {dist_name} {version} "
+              f"failed to load", ep.name, f"{dist_name} {version}", err, strict)  # fmt: skip
         return
     finally:
         _current_origin.reset(token)
-    _plugins.append(LoadedPlugin(ep.name, dist_name, version, _components_of(origin)))
+    _plugins.append(LoadedPlugin(ep.name, dist_name, version, _components_of(origin), module=module))
+
+
+def _fail(
+    what: str, entry_point: str, distribution: str, err: BaseException, strict: bool
+) -> None:
+    """Record a plugin's failure (for :func:`plugin_failures`), then raise it when ``strict``,
+    else warn."""
+    message = f"{what}: {type(err).__name__}: {err}"
+    _failures.append(PluginFailure(entry_point, distribution, err))
+    if strict:
+        raise PluginError(message) from err
+    warnings.warn(message, PluginWarning, stacklevel=4)
 
 
 def load_plugins(*, strict: bool | None = None) -> None:
@@ -196,12 +224,44 @@ def load_plugins(*, strict: bool | None = None) -> None:
                         except PluginError as err:
                             _strict_error = err
                             raise
+            _manager_of_loaded[:] = [pm]
             _loaded = True
         except PluginError:
+            _manager_of_loaded[:] = [pm]
             _loaded = True  # built-ins and the plugins before the failing one stay registered
             raise
         finally:
             _loading = False
+
+
+def register_commands(cli: Any) -> None:
+    """Let every loaded plugin add commands to ``cli`` (a ``click.Group``), one plugin at a time.
+
+    A plugin whose ``vlmkit_register_commands`` raises, or replaces a command that is already
+    there, is rolled back (``cli`` keeps the commands it had) and reported as a failure.
+    """
+    load_plugins()
+    if not _manager_of_loaded:
+        return
+    pm = _manager_of_loaded[0]
+    for plugin in _plugins:
+        if plugin.module is None or not pm.is_registered(plugin.module):
+            continue
+        before = dict(cli.commands)
+        others = [p for p in pm.get_plugins() if p is not plugin.module]
+        try:
+            pm.subset_hook_caller("vlmkit_register_commands", remove_plugins=others)(cli=cli)
+            replaced = sorted(n for n, c in before.items() if cli.commands.get(n) is not c)
+            if replaced:
+                raise PluginError(f"it replaces existing command(s) {replaced}")
+        except Exception as err:  # noqa: BLE001 - isolation is the point
+            cli.commands.clear()
+            cli.commands.update(before)
+            _fail(f"vlmkit plugin {plugin.entry_point!r} from distribution {plugin.distribution} "
+                  f"{plugin.version} failed to add commands", plugin.entry_point,
+                  f"{plugin.distribution} {plugin.version}", err, strict_mode())  # fmt: skip
+            continue
+        plugin.commands = tuple(sorted(set(cli.commands) - set(before)))
 
 
 def plugin_failures() -> list[PluginFailure]:
@@ -220,7 +280,9 @@ def reload_plugins() -> None:
     """Forget entry-point plugins and load them again (for tests and long-lived sessions)."""
     global _loaded, _strict_error
     with _lock:
-        for kind in KINDS:
+        for plugin in _plugins:
+            _remove(Origin("plugin", plugin.distribution, plugin.version, plugin.entry_point))
+        for kind in KINDS:  # what a plugin registered outside its hook (at import)
             for entry in registry(kind).entries():
                 if entry.origin.source == "plugin":
                     registry(kind).remove_origin(entry.origin)

@@ -1,11 +1,12 @@
-"""One registry per kind of component: ``register``, ``create``, ``available``.
+"""One registry per kind of component, and the ``register`` decorator.
 
 An :class:`Entry` records a component's factory, its config signature (the factory's keyword
 arguments), how to describe its capabilities without building it, its smallest config (used by the
 conformance tests) and where it came from (vlmkit itself, a plugin distribution, or user code).
 
-Built-in and plugin components are loaded lazily, the first time a registry is read (see
-:mod:`vlmkit.plugins`).
+This module holds the registries only; reading them with the built-ins and plugins loaded
+(``get``, ``create``, ``available``, ``entries``) is :mod:`vlmkit.components`. Component families
+import :func:`register` from here.
 """
 
 from __future__ import annotations
@@ -158,6 +159,9 @@ class Registry:
                 f"{self.kind} {name!r} is already registered by {old.origin} "
                 f"({_qualname(old.factory)}); cannot register {_qualname(factory)} from {origin}"
             )
+        if inspect.isclass(factory) and getattr(factory, "kind", None) == self.kind:
+            if "name" not in vars(factory):  # the registry name, for the class's own messages
+                factory.name = name
         params, any_kwargs = _signature(factory)
         doc = inspect.getdoc(factory) or ""
         entry = Entry(
@@ -244,40 +248,3 @@ def register(
 
     return decorate if factory is None else decorate(factory)  # type: ignore[arg-type]
 
-
-def get(kind: str, name: str) -> Entry:
-    """The :class:`Entry` of a component; an unknown name raises listing close matches."""
-    from vlmkit.plugins import load_plugins
-
-    load_plugins()
-    return registry(kind).get(name)
-
-
-def create(kind: str, name: str, **kwargs: Any) -> Any:
-    """Build component ``name`` of ``kind`` with its keyword arguments.
-
-    Unknown names raise :class:`UnknownComponentError` listing close names; unknown keyword
-    arguments raise ``TypeError`` naming them and the valid ones.
-    """
-    entry = get(kind, name)
-    entry.check_kwargs(kwargs)
-    return entry.factory(**kwargs)
-
-
-def available(kind: str | None = None) -> list[str] | dict[str, list[str]]:
-    """Sorted names of one kind, or ``{kind: names}`` for every kind."""
-    from vlmkit.plugins import load_plugins
-
-    load_plugins()
-    if kind is None:
-        return {k: _REGISTRIES[k].names() for k in KINDS}
-    return registry(kind).names()
-
-
-def entries(kind: str | None = None) -> list[Entry]:
-    """Every entry of one kind (or of all kinds), sorted by kind then name."""
-    from vlmkit.plugins import load_plugins
-
-    load_plugins()
-    kinds = KINDS if kind is None else (registry(kind).kind,)
-    return [e for k in kinds for e in _REGISTRIES[k].entries()]

@@ -35,6 +35,29 @@ class DoubleLinear(Projector):
 @vlmkit.hookimpl
 def vlmkit_register(register):
     register("projector", "good-double-linear", DoubleLinear)
+
+
+@vlmkit.hookimpl
+def vlmkit_register_templates(register):
+    from vlmkit.data.conversation import ChatTemplate
+
+    register(ChatTemplate(name="good-template", user_format="Q: {content}\\n", assistant_prefix="A:"))
+
+
+@vlmkit.hookimpl
+def vlmkit_register_presets(register):
+    register("good-preset", {"base": "mgm-tiny", "chat_template": "good-template"})
+
+
+@vlmkit.hookimpl
+def vlmkit_register_commands(cli):
+    import click
+
+    @cli.command("hello-plugin")
+    @click.argument("name")
+    def hello(name):
+        """Greet NAME (test plugin)."""
+        click.echo(f"hello {name} from vlmkit-test-good")
 '''
 
 BROKEN = '''
@@ -55,6 +78,28 @@ class AnotherIdentity(IdentityMiner):
 def vlmkit_register(register):
     register("miner", "dup-plugin-fresh-name", AnotherIdentity)
     register("miner", "identity", AnotherIdentity)
+
+
+@vlmkit.hookimpl
+def vlmkit_register_presets(register):  # never kept: the plugin fails in vlmkit_register
+    register("dup-plugin-preset", {"base": "mgm-tiny"})
+'''
+
+CLASH = '''
+"""Adds a command, then replaces vlmkit's `list`: the whole plugin's commands are rolled back."""
+import click
+import vlmkit
+
+
+@vlmkit.hookimpl
+def vlmkit_register_commands(cli):
+    @cli.command("clash-fresh-command")
+    def fresh():
+        click.echo("fresh")
+
+    @cli.command("list")
+    def hijack():
+        click.echo("hijacked")
 '''
 
 
@@ -71,3 +116,4 @@ def write_all(root: Path) -> None:
     write_distribution(root, "vlmkit-test-good", "1.2.3", "vlmkit_test_good", GOOD)
     write_distribution(root, "vlmkit-test-broken", "0.0.1", "vlmkit_test_broken", BROKEN)
     write_distribution(root, "vlmkit-test-dup", "0.1", "vlmkit_test_dup", DUPLICATE)
+    write_distribution(root, "vlmkit-test-clash", "0.2", "vlmkit_test_clash", CLASH)

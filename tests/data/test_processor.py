@@ -1,4 +1,4 @@
-"""Image processor: MGM's pad/resize/normalise, the LR view from the HR tensor, and HD views."""
+"""Image processor: MGM's pad/resize/normalise, the LR view from the HR tensor, and its HD views."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vlmkit.data.processor import CLIP_MEAN, CLIP_STD, ImageProcessor, split_views
+from vlmkit.data.processor import CLIP_MEAN, CLIP_STD, ImageProcessor
+from vlmkit.data.views import split_views
 
 MEAN_RGB = (122, 116, 104)  # CLIP's mean as the RGB ints MGM pads with
 
@@ -146,29 +147,6 @@ def test_hd_view_order_by_content():
         r, c = divmod(i, 2)
         corner = whole[:, r * 8 + 2 : r * 8 + 6, c * 8 + 2 : c * 8 + 6]
         assert_constant(corner, colour)
-
-
-def test_split_views_row_major_with_global_first():
-    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
-    views = split_views(x, image_grid=3, image_global=True)
-    assert views.shape == (20, 1, 2, 2)
-    for b in range(2):
-        torch.testing.assert_close(
-            views[b * 10],
-            F.interpolate(x[b : b + 1], size=(2, 2), mode="bilinear", align_corners=False)[0],
-        )
-        for k in range(9):
-            r, c = divmod(k, 3)
-            assert torch.equal(views[b * 10 + 1 + k], x[b, :, 2 * r : 2 * r + 2, 2 * c : 2 * c + 2])
-    assert split_views(x, 3, False).shape == (18, 1, 2, 2)
-    assert split_views(x, 1, True) is x
-
-
-def test_split_views_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="divisible by image_grid=4"):
-        split_views(torch.zeros(1, 3, 6, 6), 4, False)
-    with pytest.raises(ValueError, match=r"got shape \(3, 6, 6\)"):
-        split_views(torch.zeros(3, 6, 6), 2, False)
 
 
 # ----------------------------------------------------------------------------- tensors and errors

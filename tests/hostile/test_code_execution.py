@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 LOAD_BOTH_WAYS = """
 import json, sys
 import vlmkit
-from vlmkit.chat import ChatError, load_model
+from vlmkit.loading import LoadError
 out = {}
 try:
     vlmkit.VisionLanguageModel.from_pretrained(sys.argv[1])
@@ -32,9 +32,9 @@ try:
 except Exception as err:
     out["from_pretrained"] = type(err).__name__ + ": " + str(err)
 try:
-    load_model(sys.argv[1])
+    vlmkit.load(sys.argv[1])
     out["chat"] = "loaded"
-except ChatError as err:
+except LoadError as err:
     out["chat"] = str(err)
 print(json.dumps(out))
 """

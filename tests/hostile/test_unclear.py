@@ -272,7 +272,7 @@ def test_train_survives_image_123_and_resume_names_a_blocked_pickle(tmp_path):
 
 def test_eval_skips_questions_it_cannot_answer_and_names_broken_files(tmp_path, model,
                                                                        monkeypatch):
-    from vlmkit.train.vqa_eval import evaluate, load_questions
+    from vlmkit.eval.vqa import evaluate, load_questions
 
     Image.new("RGB", (120, 120)).save(tmp_path / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)

@@ -1,4 +1,5 @@
-"""Projectors' options: 2-D position embeddings (``pos_embed_grid``), ``zero_init_last``."""
+"""Projectors' options: 2-D position embeddings (``pos_embed_grid``), ``zero_init_last``, ``depth``
+checked by ``describe`` exactly as the constructor uses it."""
 
 import pytest
 import torch
@@ -91,3 +92,26 @@ def test_plan_names_a_bad_zero_init_last_before_building():
     config = tiny_config({"name": "mlp2x_gelu", "zero_init_last": 1})
     with pytest.raises(vlmkit.ConfigError, match="zero_init_last must be True or False, got 1"):
         vlmkit.plan(config)
+
+
+@pytest.mark.parametrize("depth", [0, -1, 1.5, True])
+def test_plan_checks_depth_as_build_does(depth):
+    from vlmkit.config import ConfigError
+
+    config = {"base": "mgm-tiny", "projector": {"name": "mlp2x_gelu", "depth": depth}}
+    with pytest.raises(ConfigError, match=f"depth must be an int >= 1, got {depth!r}"):
+        vlmkit.plan(config)
+    with pytest.raises(ValueError, match="depth must be an int >= 1"):
+        vlmkit.create("projector", "mlp2x_gelu", in_dim=8, out_dim=16, depth=depth)
+
+
+def test_describe_reads_the_constructor_config():
+    from vlmkit.components import get
+
+    entry = get("projector", "mlp3x_gelu")
+    assert len(vlmkit.create("projector", "mlp3x_gelu", in_dim=2, out_dim=4)) == 5  # 3 Linear
+    assert entry.describe(in_dim=2, out_dim=4, depth=1).out_dim == 4
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hidden'"):
+        entry.describe(in_dim=2, out_dim=4, hidden=9)
+    with pytest.raises(TypeError, match="missing a required argument: 'out_dim'"):
+        entry.describe(in_dim=2)

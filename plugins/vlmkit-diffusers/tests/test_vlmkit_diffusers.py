@@ -14,7 +14,7 @@ from click.testing import CliRunner  # noqa: E402
 
 import vlmkit  # noqa: E402
 from vlmkit.cli import cli  # noqa: E402
-from vlmkit.registry import get  # noqa: E402
+from vlmkit.components import get  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from PIL import Image  # noqa: E402
 from transformers import Dinov2Config, Dinov2Model  # noqa: E402
 
 import vlmkit  # noqa: E402
-from vlmkit.registry import get  # noqa: E402
+from vlmkit.components import get  # noqa: E402
 
 HYBRID = Path(__file__).resolve().parents[1] / "configs" / "deepseek-vl-style.yaml"
 

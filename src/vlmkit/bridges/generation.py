@@ -92,6 +92,6 @@ def save_outputs(outputs: Sequence[Any], stem: str | Path) -> list[Path]:
 
 
 def _bridge_names() -> list[str]:
-    import vlmkit
+    from vlmkit.components import available
 
-    return list(vlmkit.available("bridge"))
+    return list(available("bridge"))

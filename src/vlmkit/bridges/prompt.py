@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import vlmkit
 from vlmkit.interfaces import Bridge
+from vlmkit.registry import register
 
 
-@vlmkit.register("bridge", "prompt-only")
+@register("bridge", "prompt-only")
 class PromptOnlyBridge(Bridge):
     """Returns ``[prompt]`` instead of images; ``negative_prompt`` and the rest are ignored."""
 

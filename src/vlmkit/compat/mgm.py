@@ -43,7 +43,7 @@ from vlmkit.compat._mgm_rules import (
     checkpoint_vision_keys,
     tokenizer_settings,
 )
-from vlmkit.llms.hf import DTYPES
+from vlmkit.dtypes import DTYPES
 
 CONFIG_NAME = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -409,7 +409,7 @@ def load(
         raise MGMFormatError(
             f"clip_weights must be one of {list(CLIP_WEIGHTS)}, got {clip_weights!r}"
         )
-    from vlmkit.builder import build
+    from vlmkit.model import build
 
     root = Path(path)
     config = vlmkit_config(

@@ -236,8 +236,30 @@ CHAT_TEMPLATES: dict[str, ChatTemplate] = {
 }
 
 
+# Where each template added by a plugin came from (vlmkit's own are not listed).
+_PLUGIN_TEMPLATES: dict[str, Any] = {}
+
+
+def register_template(template: ChatTemplate, *, origin: Any = None) -> None:
+    """Add ``template`` under its name (plugins do it through ``vlmkit_register_templates``); a
+    taken name raises ValueError."""
+    if not isinstance(template, ChatTemplate):
+        raise TypeError(f"expected a ChatTemplate, got {type(template).__name__}")
+    if template.name in CHAT_TEMPLATES:
+        raise ValueError(f"chat template {template.name!r} is already registered")
+    CHAT_TEMPLATES[template.name] = template
+    _PLUGIN_TEMPLATES[template.name] = origin
+
+
+def remove_templates(origin: Any) -> None:
+    """Forget the templates a plugin (``origin``) added."""
+    for name in [n for n, o in _PLUGIN_TEMPLATES.items() if o == origin]:
+        del CHAT_TEMPLATES[name], _PLUGIN_TEMPLATES[name]
+
+
 def get_template(name: str) -> ChatTemplate:
-    """The template called ``name``; an unknown name raises ValueError listing the valid ones."""
+    """The template called ``name`` (vlmkit's or a loaded plugin's); an unknown name raises
+    ValueError listing the valid ones."""
     try:
         return CHAT_TEMPLATES[name]
     except (KeyError, TypeError):

@@ -3,7 +3,7 @@
 One image is made square (padded with the mean colour, squashed, or centre-cropped), resized
 with bicubic to the processor's input size (the HR size, or the LR size times the HD grid for a
 single encoder) and normalised with CLIP's statistics. The LR input is a bilinear resize of that
-normalised tensor; with MGM-HD it is cut into ``image_grid**2`` crops plus a global view.
+normalised tensor; with MGM-HD it is cut into views (:mod:`vlmkit.data.views`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from vlmkit.config import ASPECT_RATIOS
+from vlmkit.data.views import num_views, resize_view, split_views
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -69,46 +69,6 @@ def load_image(path: str | Path) -> Image.Image:
     with Image.open(path) as image:
         image.load()
         return to_rgb(image)
-
-
-def lr_view(x: torch.Tensor, size: int) -> torch.Tensor:
-    """MGM's LR view of normalised pixels: ``(B, C, S, S) -> (B, C, size, size)`` by bilinear
-    resize (``align_corners=False``, no antialias, computed in float32, cast back)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False).to(x.dtype)
-
-
-def num_views(image_grid: int, image_global: bool) -> int:
-    """LR views per image: ``image_grid**2`` crops, plus a global view when ``image_grid > 1``."""
-    return image_grid * image_grid + int(image_global and image_grid > 1)
-
-
-def split_views(x: torch.Tensor, image_grid: int, image_global: bool) -> torch.Tensor:
-    """MGM-HD LR views: ``(B, C, G*s, G*s) -> (B*V, C, s, s)`` with ``G = image_grid``.
-
-    Per image: the global view first when ``image_global`` (the whole input bilinearly resized
-    to ``s``, ``align_corners=False``, computed in float32), then the ``G*G`` crops in row-major
-    order; views of one image are consecutive. With ``G = 1`` the input is returned unchanged
-    (MGM makes no global view without a grid).
-    """
-    if x.dim() != 4:
-        raise ValueError(f"expected (B, C, H, W), got shape {tuple(x.shape)}")
-    if image_grid < 1:
-        raise ValueError(f"image_grid must be >= 1, got {image_grid}")
-    b, c, h, w = x.shape
-    if h != w or h % image_grid:
-        raise ValueError(
-            f"expected a square input divisible by image_grid={image_grid}, got {h}x{w}"
-        )
-    if image_grid == 1:
-        return x
-    s = h // image_grid
-    crops = x.reshape(b, c, image_grid, s, image_grid, s).permute(0, 2, 4, 1, 3, 5)
-    views = crops.reshape(b, image_grid * image_grid, c, s, s)
-    if image_global:
-        views = torch.cat([lr_view(x, s).unsqueeze(1), views], dim=1)
-    return views.reshape(-1, c, s, s)
 
 
 class ImageProcessor:
@@ -167,7 +127,7 @@ class ImageProcessor:
         "num_views": V}``, the ``V`` views of one image consecutive.
         """
         base = self._base(images)
-        lr = lr_view(base, self.lr_size * self.image_grid)
+        lr = resize_view(base, self.lr_size * self.image_grid)
         return {
             "lr": split_views(lr, self.image_grid, self.image_global),
             "hr": base if self.hr_size is not None else None,

@@ -18,7 +18,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from vlmkit._context import should_load_pretrained
 from vlmkit._files import check_local_source
 from vlmkit.encoders._base import check_selected_layer
-from vlmkit.interfaces import EncoderInfo, VisionEncoder
+from vlmkit.interfaces import EncoderInfo, VisionEncoder, config_of
 
 
 class HFViTTower(VisionEncoder):
@@ -50,6 +50,18 @@ class HFViTTower(VisionEncoder):
         for key, value in cls.config_overrides.items():
             setattr(hf_config, key, value)
         return hf_config
+
+    @classmethod
+    def describe(cls, **kwargs: Any) -> EncoderInfo:
+        """Width, grid and token count from the config alone (reads at most a config file)."""
+        c = config_of(cls, kwargs)
+        hf_config = cls.hf_config(c["pretrained"], c["config"])
+        return cls.info_for(hf_config, c["select_layer"], c["image_size"], cls.keeps_cls(c))
+
+    @classmethod
+    def keeps_cls(cls, config: dict[str, Any]) -> bool:
+        """Whether a tower with this (whole) config returns its class token; none here."""
+        return False
 
     @classmethod
     def info_for(

@@ -12,9 +12,8 @@ from typing import Any, ClassVar
 
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-import vlmkit
 from vlmkit.encoders._hf import HFViTTower
-from vlmkit.interfaces import EncoderInfo
+from vlmkit.registry import register
 
 SELECT_FEATURES = ("patch", "cls_patch")
 
@@ -27,7 +26,7 @@ def _keep_cls(select_feature: str) -> bool:
     return select_feature == "cls_patch"
 
 
-@vlmkit.register("vision_encoder", "hf-clip-vit")
+@register("vision_encoder", "hf-clip-vit")
 class CLIPViTEncoder(HFViTTower):
     """CLIP ViT features of one hidden layer: pixels ``(B, 3, S, S)`` → tokens ``(B, T, hidden)``.
 
@@ -42,7 +41,6 @@ class CLIPViTEncoder(HFViTTower):
     - ``frozen``: no trainable parameters and always in eval mode.
     """
 
-    name = "hf-clip-vit"
     config_class = CLIPVisionConfig
     model_class = CLIPVisionModel
     has_cls = True
@@ -71,15 +69,6 @@ class CLIPViTEncoder(HFViTTower):
         self._build(pretrained, config, select_layer, image_size, _keep_cls(select_feature), frozen)
 
     @classmethod
-    def describe(
-        cls,
-        pretrained: str | None = None,
-        config: dict[str, Any] | None = None,
-        select_layer: int = -2,
-        select_feature: str = "patch",
-        image_size: int | None = None,
-        frozen: bool = True,
-    ) -> EncoderInfo:
-        """Width, grid and token count from the config alone (reads at most a config file)."""
-        keep_cls = _keep_cls(select_feature)
-        return cls.info_for(cls.hf_config(pretrained, config), select_layer, image_size, keep_cls)
+    def keeps_cls(cls, config: dict[str, Any]) -> bool:
+        """``select_feature="cls_patch"`` keeps the class token first."""
+        return _keep_cls(config["select_feature"])

@@ -28,11 +28,11 @@ import torch
 from open_clip.factory import load_state_dict as load_open_clip_file
 from torch import nn
 
-import vlmkit
 from vlmkit._context import should_load_pretrained
 from vlmkit._files import read_json
 from vlmkit.encoders._base import fuse_stages
-from vlmkit.interfaces import EncoderInfo, VisionEncoder
+from vlmkit.interfaces import EncoderInfo, VisionEncoder, config_of
+from vlmkit.registry import register
 
 DEFAULT_MODEL = "convnext_large_d_320"
 CONFIG_FILE = "open_clip_config.json"
@@ -188,7 +188,7 @@ def open_clip_to_vlmkit(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     return converted
 
 
-@vlmkit.register("vision_encoder", "openclip-convnext")
+@register("vision_encoder", "openclip-convnext")
 class OpenCLIPConvNeXtEncoder(VisionEncoder):
     """ConvNeXt stem + stages, fused: pixels ``(B, 3, S, S)`` → map ``(B, C, S/r, S/r)``.
 
@@ -203,7 +203,6 @@ class OpenCLIPConvNeXtEncoder(VisionEncoder):
     - ``frozen``: no trainable parameters, always in eval mode, stochastic depth off.
     """
 
-    name = "openclip-convnext"
     tiny_config: ClassVar[dict[str, Any]] = {
         "model_cfg": {
             "embed_dim": 16,
@@ -254,21 +253,14 @@ class OpenCLIPConvNeXtEncoder(VisionEncoder):
         return {"pretrained": None, "model_name": None, "model_cfg": self.model_cfg}
 
     @classmethod
-    def describe(
-        cls,
-        pretrained: str | None = None,
-        model_name: str | None = None,
-        model_cfg: dict[str, Any] | None = None,
-        stages: tuple[int, ...] = (0, 1, 2, 3),
-        image_size: int | None = None,
-        frozen: bool = True,
-    ) -> EncoderInfo:
+    def describe(cls, **kwargs: Any) -> EncoderInfo:
         """Width (summed stage channels) and grid from the open_clip config; builds on meta only."""
-        config = resolve_model_cfg(pretrained, model_name, model_cfg)
+        c = config_of(cls, kwargs)
+        config = resolve_model_cfg(c["pretrained"], c["model_name"], c["model_cfg"])
         with torch.device("meta"):
             trunk = _create_trunk(config, 0.0)
-        selected = _check_stages(stages, len(trunk.stages))
-        return _info(trunk, selected, _image_size(config, image_size))
+        selected = _check_stages(c["stages"], len(trunk.stages))
+        return _info(trunk, selected, _image_size(config, c["image_size"]))
 
     @staticmethod
     def _weights_path(pretrained: str) -> str:

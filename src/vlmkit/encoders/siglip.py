@@ -13,12 +13,11 @@ from typing import Any, ClassVar
 
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-import vlmkit
 from vlmkit.encoders._hf import HFViTTower
-from vlmkit.interfaces import EncoderInfo
+from vlmkit.registry import register
 
 
-@vlmkit.register("vision_encoder", "hf-siglip")
+@register("vision_encoder", "hf-siglip")
 class SiglipEncoder(HFViTTower):
     """SigLIP features of one hidden layer: pixels ``(B, 3, S, S)`` → ``(B, grid**2, hidden)``.
 
@@ -31,7 +30,6 @@ class SiglipEncoder(HFViTTower):
     - ``frozen``: no trainable parameters and always in eval mode.
     """
 
-    name = "hf-siglip"
     config_class = SiglipVisionConfig
     model_class = SiglipVisionModel
     has_cls = False
@@ -57,15 +55,3 @@ class SiglipEncoder(HFViTTower):
     ) -> None:
         super().__init__()
         self._build(pretrained, config, select_layer, image_size, False, frozen)
-
-    @classmethod
-    def describe(
-        cls,
-        pretrained: str | None = None,
-        config: dict[str, Any] | None = None,
-        select_layer: int = -2,
-        image_size: int | None = None,
-        frozen: bool = True,
-    ) -> EncoderInfo:
-        """Width and grid from the config alone (reads at most a config file)."""
-        return cls.info_for(cls.hf_config(pretrained, config), select_layer, image_size, False)

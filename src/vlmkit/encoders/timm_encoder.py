@@ -22,10 +22,10 @@ import torch
 from timm.models import get_pretrained_cfg
 from torch import nn
 
-import vlmkit
 from vlmkit._context import should_load_pretrained
 from vlmkit.encoders._base import disable_drop_path, fuse_stages
-from vlmkit.interfaces import EncoderInfo, VisionEncoder
+from vlmkit.interfaces import EncoderInfo, VisionEncoder, config_of
+from vlmkit.registry import register
 
 LAYOUTS = ("map", "tokens")
 CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -121,7 +121,7 @@ def _features(
     return fused.flatten(2).transpose(1, 2) if layout == "tokens" else fused
 
 
-@vlmkit.register("vision_encoder", "timm")
+@register("vision_encoder", "timm")
 class TimmEncoder(VisionEncoder):
     """A timm model's fused intermediates: ``(B, 3, S, S)`` → ``(B, C, h, w)`` or ``(B, h*w, C)``.
 
@@ -136,7 +136,6 @@ class TimmEncoder(VisionEncoder):
     - ``frozen``: no trainable parameters, always in eval mode, stochastic depth off.
     """
 
-    name = "timm"
     tiny_config: ClassVar[dict[str, Any]] = {"model_name": "test_convnext", "image_size": 64}
 
     def __init__(
@@ -158,9 +157,8 @@ class TimmEncoder(VisionEncoder):
         )
         if frozen:
             disable_drop_path(self.trunk)
-        info = self.describe(
-            model_name, None, model_kwargs, out_indices, layout, image_size, frozen
-        )
+        info = self.describe(model_name=model_name, model_kwargs=model_kwargs,
+                             out_indices=out_indices, layout=layout, image_size=image_size)
         self.finish_build(info, frozen)
 
     def standalone_kwargs(self) -> dict[str, Any]:
@@ -168,18 +166,11 @@ class TimmEncoder(VisionEncoder):
         return {"pretrained": None}
 
     @classmethod
-    def describe(
-        cls,
-        model_name: str,
-        pretrained: str | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        out_indices: tuple[int, ...] | None = None,
-        layout: str | None = None,
-        image_size: int | None = None,
-        frozen: bool = True,
-    ) -> EncoderInfo:
+    def describe(cls, **kwargs: Any) -> EncoderInfo:
         """Width, grid and layout from a meta-device build and forward (no weights, no files)."""
-        create_kwargs, size = _create_kwargs(model_name, model_kwargs, image_size)
+        c = config_of(cls, kwargs)
+        model_name, out_indices, layout = c["model_name"], c["out_indices"], c["layout"]
+        create_kwargs, size = _create_kwargs(model_name, c["model_kwargs"], c["image_size"])
         with torch.device("meta"):
             trunk, indices, layout = _create_trunk(model_name, create_kwargs, out_indices, layout)
             try:

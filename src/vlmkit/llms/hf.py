@@ -24,12 +24,13 @@ import torch
 from safetensors.torch import save_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
-import vlmkit
 from vlmkit._context import should_load_pretrained
 from vlmkit._files import check_local_source
-from vlmkit.interfaces import LLM, LLMInfo
+from vlmkit.dtypes import DTYPES
+from vlmkit.interfaces import LLM, LLMInfo, config_of
 from vlmkit.llms._sentencepiece import load_llama_sentencepiece
 from vlmkit.llms._tokenizers import byte_level_tokenizer
+from vlmkit.registry import register
 
 PACKAGE_SCHEME = "pkg://"
 
@@ -94,9 +95,6 @@ def dequantized_copy(pretrained: str, gguf_file: str, *, cache: str | Path | Non
 
 TOKENIZER_BACKENDS = ("transformers", "llama-sentencepiece")
 
-# The names the ``dtype`` keyword accepts (also what vlmkit.compat.mgm writes into configs).
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
 
 def _hf_config(
     pretrained: str | None, config: dict[str, Any] | None, gguf_file: str | None, trust_remote_code: bool
@@ -117,7 +115,7 @@ def _hf_config(
     return AutoConfig.from_pretrained(pretrained, **kwargs)
 
 
-@vlmkit.register("llm", "hf-causal-lm")
+@register("llm", "hf-causal-lm")
 class HFCausalLM(LLM):
     """A Hugging Face causal LM with its tokenizer; ``embed(ids: (B, L)) -> (B, L, hidden)``.
 
@@ -192,15 +190,12 @@ class HFCausalLM(LLM):
             self.model.requires_grad_(False)
 
     @classmethod
-    def describe(
-        cls,
-        pretrained: str | None = None,
-        config: dict[str, Any] | None = None,
-        gguf_file: str | None = None,
-        trust_remote_code: bool = False,
-        **_: Any,
-    ) -> LLMInfo:
-        cfg = _hf_config(pretrained, config, gguf_file, trust_remote_code)
+    def describe(cls, **kwargs: Any) -> LLMInfo:
+        """Hidden size and vocabulary from the architecture config (reads at most a config file)."""
+        c = config_of(cls, kwargs)
+        if c["dtype"] is not None and c["dtype"] not in DTYPES:
+            raise ValueError(f"llm dtype must be one of {sorted(DTYPES)}, got {c['dtype']!r}")
+        cfg = _hf_config(c["pretrained"], c["config"], c["gguf_file"], c["trust_remote_code"])
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         return LLMInfo(hidden_size=int(text_cfg.hidden_size), vocab_size=int(text_cfg.vocab_size))
 
@@ -259,7 +254,22 @@ class HFCausalLM(LLM):
         return self.model.get_input_embeddings()(input_ids)
 
     def forward(self, **kwargs: Any) -> Any:
+        """The causal LM's output (``logits``, and ``loss`` with ``labels``) for its inputs."""
         return self.model(**kwargs)
+
+    def generate(self, **kwargs: Any) -> torch.Tensor:
+        """New token ids from ``inputs_embeds`` (transformers' ``generate``)."""
+        return self.model.generate(**kwargs)
+
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        self.model.gradient_checkpointing_enable(**kwargs)
+
+    def backbone(self) -> torch.nn.Module:
+        """The transformers model (``model``), where LoRA adapters go."""
+        return self.model
+
+    def set_backbone(self, module: torch.nn.Module) -> None:
+        self.model = module
 
     def train(self, mode: bool = True) -> HFCausalLM:
         super().train(mode)

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-import vlmkit
 from vlmkit.interfaces import EncoderInfo, Miner, MinerInfo
 from vlmkit.miners._layout import as_map, as_tokens, check_grid, resample
+from vlmkit.registry import register
 
 
-@vlmkit.register("miner", "identity")
+@register("miner", "identity")
 class IdentityMiner(Miner):
     """The LR encoder's tokens unchanged: ``(B, T, C) -> (B, T, C)`` (maps are flattened)."""
 
@@ -33,7 +33,7 @@ class IdentityMiner(Miner):
         return as_tokens(lr)
 
 
-@vlmkit.register("miner", "channel_concat")
+@register("miner", "channel_concat")
 class ChannelConcatMiner(Miner):
     """HR features resampled to the LR grid, concatenated on channels: ``(B, N, C_lr + C_hr)``."""
 
@@ -64,7 +64,7 @@ class ChannelConcatMiner(Miner):
         return as_tokens(torch.cat([lr_map, hr_map.to(lr_map.dtype)], dim=1))
 
 
-@vlmkit.register("miner", "sequence_concat")
+@register("miner", "sequence_concat")
 class SequenceConcatMiner(Miner):
     """LR tokens then HR tokens: ``(B, T_lr + T_hr, C)``; both encoders must have width ``C``."""
 

@@ -3,6 +3,6 @@
 - :func:`patch_info_mining`: Mini-Gemini's patch info mining (docs/architecture.md, "Mini-Gemini, as vlmkit computes it").
 """
 
-from vlmkit.ops.mining import patch_info_mining
+from vlmkit.ops.patch_info import patch_info_mining
 
 __all__ = ["patch_info_mining"]

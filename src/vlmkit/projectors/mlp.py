@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-import vlmkit
-from vlmkit.interfaces import Projector, ProjectorInfo
+from vlmkit.interfaces import Projector, ProjectorInfo, config_of
+from vlmkit.registry import register
 
 
 def _check_dims(name: str, in_dim: int, out_dim: int) -> None:
@@ -46,6 +46,13 @@ def _check_zero_init(name: str, zero_init_last: bool) -> None:
         raise ValueError(
             f"projector {name!r}: zero_init_last must be True or False, got {zero_init_last!r}"
         )
+
+
+def _check_common(name: str, config: dict[str, Any]) -> None:
+    """The checks every projector here makes of its (whole) config."""
+    _check_dims(name, config["in_dim"], config["out_dim"])
+    _check_grid(name, config["pos_embed_grid"])
+    _check_zero_init(name, config["zero_init_last"])
 
 
 class _GridPositions(nn.Module):
@@ -92,7 +99,7 @@ class _Positioned(nn.Sequential):
         return x if self.pos_embed is None else self.pos_embed(x)
 
 
-@vlmkit.register("projector", "linear")
+@register("projector", "linear")
 class LinearProjector(_Positioned, Projector):
     """One Linear layer: ``(B, T, in_dim) -> (B, T, out_dim)``.
 
@@ -109,31 +116,24 @@ class LinearProjector(_Positioned, Projector):
         pos_embed_grid: int | None = None,
         zero_init_last: bool = False,
     ) -> None:
-        _check_dims("linear", in_dim, out_dim)
-        _check_grid("linear", pos_embed_grid)
-        _check_zero_init("linear", zero_init_last)
+        self.describe(in_dim=in_dim, out_dim=out_dim, pos_embed_grid=pos_embed_grid,
+                      zero_init_last=zero_init_last)  # fmt: skip
         super().__init__(nn.Linear(in_dim, out_dim))
         self._add_positions(pos_embed_grid, out_dim)
         self._zero_last(zero_init_last)
 
     @classmethod
-    def describe(
-        cls,
-        in_dim: int,
-        out_dim: int,
-        pos_embed_grid: int | None = None,
-        zero_init_last: bool = False,
-        **_: Any,
-    ) -> ProjectorInfo:
-        _check_dims("linear", in_dim, out_dim)
-        _check_grid("linear", pos_embed_grid)
-        _check_zero_init("linear", zero_init_last)
-        return ProjectorInfo(in_dim, out_dim)
+    def describe(cls, **kwargs: Any) -> ProjectorInfo:
+        """Checks every keyword argument the constructor takes; ``ProjectorInfo(in_dim, out_dim)``."""
+        c = config_of(cls, kwargs)
+        _check_common("linear", c)
+        return ProjectorInfo(c["in_dim"], c["out_dim"])
 
 
 class MLPGeluProjector(_Positioned, Projector):
     """``depth`` Linear layers with GELU between: ``(B, T, in_dim) -> (B, T, out_dim)``.
 
+    ``depth``: default the class's (2 for ``mlp2x_gelu``, 3 for ``mlp3x_gelu``);
     ``pos_embed_grid``: add learned row + column embeddings for a ``G x G`` token grid;
     ``zero_init_last``: start the last Linear at zero (module doc).
     """
@@ -149,12 +149,9 @@ class MLPGeluProjector(_Positioned, Projector):
         pos_embed_grid: int | None = None,
         zero_init_last: bool = False,
     ) -> None:
+        self.describe(in_dim=in_dim, out_dim=out_dim, depth=depth, pos_embed_grid=pos_embed_grid,
+                      zero_init_last=zero_init_last)  # fmt: skip
         depth = self.default_depth if depth is None else depth
-        _check_dims(f"mlp{depth}x_gelu", in_dim, out_dim)
-        _check_grid(f"mlp{depth}x_gelu", pos_embed_grid)
-        _check_zero_init(f"mlp{depth}x_gelu", zero_init_last)
-        if depth < 1:
-            raise ValueError(f"projector mlpNx_gelu: depth must be >= 1, got {depth}")
         layers: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
         for _ in range(depth - 1):
             layers += [nn.GELU(), nn.Linear(out_dim, out_dim)]
@@ -163,28 +160,26 @@ class MLPGeluProjector(_Positioned, Projector):
         self._zero_last(zero_init_last)
 
     @classmethod
-    def describe(
-        cls,
-        in_dim: int,
-        out_dim: int,
-        pos_embed_grid: int | None = None,
-        zero_init_last: bool = False,
-        **_: Any,
-    ) -> ProjectorInfo:
-        _check_dims("mlpNx_gelu", in_dim, out_dim)
-        _check_grid("mlpNx_gelu", pos_embed_grid)
-        _check_zero_init("mlpNx_gelu", zero_init_last)
-        return ProjectorInfo(in_dim, out_dim)
+    def describe(cls, **kwargs: Any) -> ProjectorInfo:
+        """Checks every keyword argument the constructor takes, ``depth`` included;
+        ``ProjectorInfo(in_dim, out_dim)``."""
+        c = config_of(cls, kwargs)
+        depth = cls.default_depth if c["depth"] is None else c["depth"]
+        name = f"mlp{depth}x_gelu"
+        _check_common(name, c)
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"projector {name!r}: depth must be an int >= 1, got {depth!r}")
+        return ProjectorInfo(c["in_dim"], c["out_dim"])
 
 
-@vlmkit.register("projector", "mlp2x_gelu")
+@register("projector", "mlp2x_gelu")
 class MLP2xGelu(MLPGeluProjector):
     """LLaVA-1.5 / MGM projector: ``Linear, GELU, Linear``."""
 
     default_depth = 2
 
 
-@vlmkit.register("projector", "mlp3x_gelu")
+@register("projector", "mlp3x_gelu")
 class MLP3xGelu(MLPGeluProjector):
     """Three Linear layers with GELU between."""
 

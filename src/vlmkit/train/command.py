@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from vlmkit.chat import load_model
+from vlmkit.loading import load
 
 TRAIN_FILE_KEYS = ("model", "stage", "data", "image_folder", "train")
 
@@ -100,7 +100,7 @@ def train_command(config: str, stage: str | None, data: str | None, image_folder
         raise click.ClickException(f"seed must be an int, got {seed_value!r}")
     torch.manual_seed(seed_value)  # the same random init on every process
     try:
-        model = load_model(str(spec["model"]), what="model")
+        model = load(str(spec["model"]), what="model")
         train_config = TrainConfig.from_preset(model.config, stage, **overrides)
         dataset = LlavaDataset(data, image_folder or spec.get("image_folder"), model,
                                template=train_config.chat_template,

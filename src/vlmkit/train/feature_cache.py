@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-TOWER_SLOTS = ("lr_encoder", "hr_encoder")
+from vlmkit.config import ENCODER_SLOTS
 
 
 def pixel_key(pixels: torch.Tensor) -> tuple[tuple[int, ...], str, bytes]:
@@ -73,7 +73,7 @@ def cache_frozen_towers(model: nn.Module) -> Iterator[dict[str, CachedTower]]:
     """Inside the block, every frozen tower of ``model`` (``lr_encoder``, ``hr_encoder``) is a
     :class:`CachedTower`; yields ``{slot: CachedTower}``. The original towers are restored on exit,
     also after an exception. Trainable towers are left as they are."""
-    originals = {slot: getattr(model, slot, None) for slot in TOWER_SLOTS}
+    originals = {slot: getattr(model, slot, None) for slot in ENCODER_SLOTS}
     cached = {slot: CachedTower(tower) for slot, tower in originals.items()
               if tower is not None and getattr(tower, "frozen", False)}  # fmt: skip
     for slot, wrapper in cached.items():

@@ -1,6 +1,6 @@
 """LoRA on the LLM through peft: apply, save and load adapters, merge for export.
 
-Adapters go only into the LLM (``model.llm.model`` becomes a ``peft.PeftModel``); the vision towers
+Adapters go only into the LLM (its ``backbone()`` becomes a ``peft.PeftModel``); the vision towers
 are never touched. The miner and projector are trained in full beside the adapters (the
 ``modules_to_save`` role) and saved with them as ``non_lora_trainables.safetensors``. The LLM may be
 quantised (QLoRA): peft's ``prepare_model_for_kbit_training`` runs when the backbone is loaded in
@@ -23,14 +23,15 @@ def is_lora(model: Any) -> bool:
     """Whether the model's LLM carries peft adapters."""
     from peft import PeftModel
 
-    return isinstance(getattr(model.llm, "model", None), PeftModel)
+    backbone = getattr(model.llm, "backbone", None)
+    return backbone is not None and isinstance(backbone(), PeftModel)
 
 
 def lora_parameters(model: Any) -> list[torch.nn.Parameter]:
     """The adapter weights inside the LLM (empty without LoRA)."""
     if not is_lora(model):
         return []
-    return [p for name, p in model.llm.model.named_parameters() if "lora_" in name]
+    return [p for name, p in model.llm.backbone().named_parameters() if "lora_" in name]
 
 
 def apply_lora(
@@ -39,25 +40,27 @@ def apply_lora(
     r: int = 8,
     lora_alpha: int = 16,
     lora_dropout: float = 0.0,
-    target_modules: str | list[str] = "all-linear",
+    target_modules: str | list[str] | None = None,
     **lora_kwargs: Any,
 ) -> Any:
     """Wrap the model's LLM with LoRA adapters (in place) and return the model.
 
     ``target_modules``: names (or ``"all-linear"``: every linear layer but the output head) inside
-    the LLM; the towers, miner and projector are outside its reach by construction. Extra keyword
+    the LLM, default the LLM's ``lora_target_modules`` (``"all-linear"``); the towers, miner and projector are outside its reach by construction. Extra keyword
     arguments go to ``peft.LoraConfig``.
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if is_lora(model):
         raise ValueError("this model's LLM already has LoRA adapters")
-    backbone = model.llm.model
+    backbone = model.llm.backbone()
+    if target_modules is None:
+        target_modules = model.llm.lora_target_modules
     if getattr(backbone, "is_loaded_in_4bit", False) or getattr(backbone, "is_loaded_in_8bit", False):
         backbone = prepare_model_for_kbit_training(backbone)
     config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                         target_modules=target_modules, task_type="CAUSAL_LM", **lora_kwargs)
-    model.llm.model = get_peft_model(backbone, config)
+    model.llm.set_backbone(get_peft_model(backbone, config))
     return model
 
 
@@ -81,7 +84,7 @@ def save_lora(model: Any, directory: str | Path) -> None:
         raise ValueError("the model has no LoRA adapters to save; call apply_lora first")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.llm.model.save_pretrained(str(directory))
+    model.llm.backbone().save_pretrained(str(directory))
     save_file(non_lora_state(model), str(directory / NON_LORA_FILE), metadata={"format": "pt"})
 
 
@@ -97,12 +100,12 @@ def load_lora(model: Any, directory: str | Path, *, is_trainable: bool = False) 
     if not (directory / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{directory} has no adapter_config.json: not a LoRA adapter directory")
     if is_lora(model):
-        result = set_peft_model_state_dict(model.llm.model, load_peft_weights(str(directory)))
+        result = set_peft_model_state_dict(model.llm.backbone(), load_peft_weights(str(directory)))
         if getattr(result, "unexpected_keys", None):
             raise ValueError(f"{directory}: unexpected adapter weights {result.unexpected_keys[:5]}")
     else:
-        model.llm.model = PeftModel.from_pretrained(model.llm.model, str(directory),
-                                                    is_trainable=is_trainable)
+        model.llm.set_backbone(PeftModel.from_pretrained(model.llm.backbone(), str(directory),
+                                                         is_trainable=is_trainable))
     extra = directory / NON_LORA_FILE
     if extra.is_file():
         state = load_file(str(extra))
@@ -118,5 +121,5 @@ def merge_lora(model: Any) -> Any:
     :class:`~vlmkit.model.VisionLanguageModel`; returns the model."""
     if not is_lora(model):
         raise ValueError("the model has no LoRA adapters to merge")
-    model.llm.model = model.llm.model.merge_and_unload()
+    model.llm.set_backbone(model.llm.backbone().merge_and_unload())
     return model

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlmkit.config import MODULE_SLOTS
+
 STAGES: dict[str, frozenset[str]] = {
     "pretrain": frozenset({"miner", "projector"}),
     "finetune": frozenset({"miner", "projector", "llm"}),
 }
-SLOTS = ("lr_encoder", "hr_encoder", "miner", "projector", "llm")
 
 
 def count_parameters(module: Any) -> tuple[int, int]:
@@ -44,7 +45,7 @@ def apply_stage(model: Any, stage: str) -> dict[str, tuple[int, int]]:
     from vlmkit.train.lora import is_lora, lora_parameters
 
     trained = STAGES[check_stage(stage)]
-    for slot in SLOTS:
+    for slot in MODULE_SLOTS:
         module = getattr(model, slot, None)
         if module is None:
             continue
@@ -59,5 +60,5 @@ def apply_stage(model: Any, stage: str) -> dict[str, tuple[int, int]]:
     if stage == "pretrain" and is_lora(model):
         for p in lora_parameters(model):
             p.requires_grad_(False)
-    return {slot: count_parameters(getattr(model, slot)) for slot in SLOTS
+    return {slot: count_parameters(getattr(model, slot)) for slot in MODULE_SLOTS
             if getattr(model, slot, None) is not None}

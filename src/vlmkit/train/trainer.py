@@ -36,7 +36,8 @@ from vlmkit.train.distributed import (
     STRATEGIES, DistInfo, all_sum, barrier, device_for, init_from_env, no_sync, wrap,
 )
 from vlmkit.train.lora import apply_lora, is_lora, load_lora, merge_lora, save_lora
-from vlmkit.train.stages import SLOTS, apply_stage, check_stage
+from vlmkit.config import MODULE_SLOTS
+from vlmkit.train.stages import apply_stage, check_stage
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +140,9 @@ class TrainConfig:
             problems.append(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
         if self.lr_schedule not in SCHEDULES:
             problems.append(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        unknown = sorted(set(self.lr_multipliers) - set(SLOTS))
+        unknown = sorted(set(self.lr_multipliers) - set(MODULE_SLOTS))
         if unknown:
-            problems.append(f"lr_multipliers has unknown slot(s) {unknown}; slots are {list(SLOTS)}")
+            problems.append(f"lr_multipliers has unknown slot(s) {unknown}; slots are {list(MODULE_SLOTS)}")
         if self.distributed not in STRATEGIES:
             problems.append(f"distributed must be one of {STRATEGIES}, got {self.distributed!r}")
         if self.num_workers < 0:
@@ -310,7 +311,7 @@ class Trainer:
             apply_lora(model, **cfg.lora)
         self.parameter_counts = apply_stage(model, cfg.stage)
         if cfg.gradient_checkpointing:
-            model.llm.model.gradient_checkpointing_enable(
+            model.llm.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         model.to(self.device)
         model.train()

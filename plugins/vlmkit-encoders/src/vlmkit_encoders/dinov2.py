@@ -28,7 +28,6 @@ class DINOv2Encoder(HFViTTower):
     - ``frozen``: no trainable parameters and always in eval mode.
     """
 
-    name = "hf-dinov2"
     config_class = Dinov2Config
     model_class = Dinov2Model
     has_cls = True
@@ -53,18 +52,6 @@ class DINOv2Encoder(HFViTTower):
     ) -> None:
         super().__init__()
         self._build(pretrained, config, select_layer, image_size, False, frozen)
-
-    @classmethod
-    def describe(
-        cls,
-        pretrained: str | None = None,
-        config: dict[str, Any] | None = None,
-        select_layer: int = -2,
-        image_size: int | None = None,
-        frozen: bool = True,
-    ) -> EncoderInfo:
-        """Width and grid from the config alone (reads at most a config file)."""
-        return cls.info_for(cls.hf_config(pretrained, config), select_layer, image_size, False)
 
     @classmethod
     def info_for(

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import timm
 import torch
 
-from vlmkit.interfaces import EncoderInfo, VisionEncoder, should_load_pretrained
+from vlmkit.interfaces import EncoderInfo, VisionEncoder, config_of, should_load_pretrained
 
 
 def _create(model_name: str, model_kwargs: dict[str, Any] | None, image_size: int, checkpoint: str | None):
@@ -35,7 +35,6 @@ class SAMEncoder(VisionEncoder):
     - ``frozen``: no trainable parameters and always in eval mode.
     """
 
-    name = "timm-sam"
     tiny_config: ClassVar[dict[str, Any]] = {
         "image_size": 64,
         "model_kwargs": {
@@ -57,21 +56,16 @@ class SAMEncoder(VisionEncoder):
         frozen: bool = True,
     ) -> None:
         super().__init__()
-        info = self.describe(model_name, None, model_kwargs, image_size, frozen)
+        info = self.describe(model_name=model_name, model_kwargs=model_kwargs, image_size=image_size)
         checkpoint = pretrained if pretrained is not None and should_load_pretrained() else None
         self.trunk = _create(model_name, model_kwargs, image_size, checkpoint)
         self.finish_build(info, frozen)
 
     @classmethod
-    def describe(
-        cls,
-        model_name: str = "samvit_base_patch16",
-        pretrained: str | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        image_size: int = 1024,
-        frozen: bool = True,
-    ) -> EncoderInfo:
+    def describe(cls, **kwargs: Any) -> EncoderInfo:
         """Width and grid from a meta-device build and forward (no weights, no files)."""
+        c = config_of(cls, kwargs)
+        model_name, model_kwargs, image_size = c["model_name"], c["model_kwargs"], c["image_size"]
         with torch.device("meta"):
             trunk = _create(model_name, model_kwargs, image_size, None)
             try:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from tests._accuracy import assert_as_accurate, in_float64, rounding_sensitivity
-from vlmkit.kernels import mining as kernels
+from vlmkit.kernels import window_pooling as kernels
 from vlmkit.ops import patch_info_mining
 
 CUDA = torch.cuda.is_available()

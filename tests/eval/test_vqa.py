@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from vlmkit import loading
 from vlmkit.cli import cli
-from vlmkit import chat
-from vlmkit.train.vqa_eval import evaluate, load_questions, normalize_answer, vqa_accuracy
+from vlmkit.eval.vqa import evaluate, load_questions, normalize_answer, vqa_accuracy
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -53,7 +53,7 @@ def test_eval_command(tmp_path, monkeypatch):
     path = tmp_path / "q.jsonl"
     path.write_text("".join(json.dumps(q) + "\n" for q in questions))
     stub = _Stub()
-    monkeypatch.setattr(chat, "load_model", lambda source, **_: stub)
+    monkeypatch.setattr(loading, "load", lambda source, **_: stub)
     out = tmp_path / "pred.jsonl"
     result = CliRunner().invoke(cli, ["eval", "any", "--questions", str(path), "--output", str(out),
                                       "--prompt-suffix", "\\nShort answer."])

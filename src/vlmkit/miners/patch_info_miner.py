@@ -1,12 +1,9 @@
-"""Mini-Gemini's patch info mining miner (``patch_info_mining``) and the HD split of HR maps.
+"""Mini-Gemini's patch info mining miner (``patch_info_mining``).
 
 The miner holds MGM's three projections under MGM's names (``vlm_uni_query_projector``,
 ``vlm_uni_aux_projector`` for keys, ``vlm_uni_val_projector`` for values, each
 ``Sequential(LayerNorm, Linear)``), so official checkpoints map onto it key for key, and calls
 :func:`vlmkit.ops.patch_info_mining`.
-
-For MGM-HD, :func:`split_hr_views` cuts the HR map of each image into the views its LR tokens
-come from: a global view first, then the row-major crops.
 """
 
 from __future__ import annotations
@@ -14,12 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-import vlmkit
 from vlmkit.interfaces import EncoderInfo, Miner, MinerInfo
-from vlmkit.ops.mining import BACKENDS, patch_info_mining
+from vlmkit.ops.patch_info import BACKENDS, patch_info_mining
+from vlmkit.registry import register
 
 _NAME = "patch_info_mining"
 
@@ -28,7 +24,7 @@ def _projection(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim))
 
 
-@vlmkit.register("miner", "patch_info_mining")
+@register("miner", "patch_info_mining")
 class PatchInfoMining(Miner):
     """MGM patch info mining: LR tokens attend over their HR windows; ``(B, N, C) -> (B, N, C)``.
 
@@ -40,6 +36,7 @@ class PatchInfoMining(Miner):
     """
 
     uses_hr = True
+    linked_widths = {"lr_dim": ("lr_encoder", "width"), "hr_dim": ("hr_encoder", "width")}
     tiny_config: dict[str, Any] = {"lr_dim": 32, "hr_dim": 48}
 
     def __init__(self, lr_dim: int = 1024, hr_dim: int = 2880, backend: str = "auto") -> None:
@@ -101,28 +98,3 @@ def _check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"{_NAME}: unknown backend {backend!r}; expected one of {BACKENDS}")
 
-
-def split_hr_views(hr: torch.Tensor, image_grid: int, image_global: bool) -> torch.Tensor:
-    """MGM-HD views of HR maps in the LR views' order: ``(B, C, H, W) -> (B*V, C, H/g, W/g)``.
-
-    Per image (``g = image_grid``): the global view first when ``image_global`` (the whole map
-    bilinearly resized to ``H/g × W/g``, ``align_corners=False``, in float32), then the ``g*g``
-    crops in row-major order. ``V = g*g + int(image_global)``; views of one image are
-    consecutive. With ``g = 1`` and no global view, ``hr`` is returned unchanged.
-    """
-    if hr.dim() != 4:
-        raise ValueError(f"hr must be (B, C, H, W), got shape {tuple(hr.shape)}")
-    if image_grid < 1:
-        raise ValueError(f"image_grid must be >= 1, got {image_grid}")
-    b, c, h, w = hr.shape
-    if h % image_grid or w % image_grid:
-        raise ValueError(f"hr size {h}x{w} is not divisible by image_grid={image_grid}")
-    if image_grid == 1 and not image_global:
-        return hr
-    ch, cw = h // image_grid, w // image_grid
-    crops = hr.reshape(b, c, image_grid, ch, image_grid, cw).permute(0, 2, 4, 1, 3, 5)
-    crops = crops.reshape(b, image_grid * image_grid, c, ch, cw)
-    if image_global:
-        whole = F.interpolate(hr.float(), size=(ch, cw), mode="bilinear", align_corners=False)
-        crops = torch.cat([whole.to(hr.dtype).unsqueeze(1), crops], dim=1)
-    return crops.reshape(-1, c, ch, cw)

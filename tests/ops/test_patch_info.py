@@ -17,7 +17,7 @@ from tests._accuracy import assert_as_accurate, in_float64, rounding_sensitivity
 from vlmkit.ops import patch_info_mining
 from vlmkit.ops import _folded
 from vlmkit.ops._folded import as_folded, pool_windows
-from vlmkit.ops.mining import hr_windows, resolve_backend
+from vlmkit.ops.patch_info import hr_windows, resolve_backend
 
 
 def projection(
@@ -319,7 +319,7 @@ def test_auto_is_torch_on_cpu():
 
 
 def test_auto_backend_leaves_maps_wider_than_the_kernels_to_torch():
-    from vlmkit.kernels.mining import MAX_CHANNELS
+    from vlmkit.kernels.window_pooling import MAX_CHANNELS
 
     cuda = torch.device("cuda")  # resolution only: no tensor is made on it
     assert resolve_backend("auto", cuda, torch.float32, MAX_CHANNELS) == "triton"

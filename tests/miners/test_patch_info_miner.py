@@ -1,15 +1,14 @@
 """The ``patch_info_mining`` miner: registration, ``describe`` and its errors, MGM parameter names,
-forward against the op, a safetensors round trip, and the MGM-HD split of HR maps."""
+forward against the op and a safetensors round trip."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from vlmkit.interfaces import EncoderInfo, MinerInfo
-from vlmkit.miners.mining import PatchInfoMining, split_hr_views
+from vlmkit.miners.patch_info_miner import PatchInfoMining
 from vlmkit.ops import patch_info_mining
 from vlmkit.registry import registry
 
@@ -103,57 +102,3 @@ def test_state_dict_round_trip(tmp_path):
     lr, hr = torch.randn(2, 16, 32), torch.randn(2, 48, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(again(lr, hr), miner(lr, hr), rtol=0, atol=0)
-
-
-# --- MGM-HD views --------------------------------------------------------------------------------
-
-
-def test_split_hr_views_order_global_first_then_row_major_crops():
-    b, c, size = 2, 3, 8
-    hr = torch.arange(b * c * size * size, dtype=torch.float32).reshape(b, c, size, size)
-    views = split_hr_views(hr, image_grid=2, image_global=True)
-    assert views.shape == (b * 5, c, 4, 4)
-    for i in range(b):
-        whole = F.interpolate(hr[i : i + 1], size=(4, 4), mode="bilinear", align_corners=False)
-        torch.testing.assert_close(views[i * 5], whole[0], rtol=0, atol=0)
-        crops = [hr[i, :, :4, :4], hr[i, :, :4, 4:], hr[i, :, 4:, :4], hr[i, :, 4:, 4:]]
-        for j, crop in enumerate(crops):
-            assert torch.equal(views[i * 5 + 1 + j], crop)
-
-
-def test_split_hr_views_without_global_and_grid_three():
-    hr = torch.randn(1, 2, 9, 9)
-    views = split_hr_views(hr, image_grid=3, image_global=False)
-    assert views.shape == (9, 2, 3, 3)
-    assert torch.equal(views[5], hr[0, :, 3:6, 6:9])  # row 1, column 2
-
-
-def test_split_hr_views_grid_one():
-    hr = torch.randn(2, 3, 4, 4)
-    assert split_hr_views(hr, 1, False) is hr
-    views = split_hr_views(hr, 1, True)  # global view (same size) then the whole map
-    assert views.shape == (4, 3, 4, 4)
-    torch.testing.assert_close(views[0], hr[0])
-    assert torch.equal(views[1], hr[0])
-
-
-def test_split_hr_views_keeps_dtype_and_resizes_in_float32():
-    hr = torch.randn(1, 2, 8, 8).to(torch.bfloat16)
-    views = split_hr_views(hr, 2, True)
-    assert views.dtype == torch.bfloat16
-    whole = F.interpolate(hr.float(), size=(4, 4), mode="bilinear", align_corners=False)
-    assert torch.equal(views[0], whole[0].to(torch.bfloat16))
-
-
-@pytest.mark.parametrize(
-    "shape, grid, message",
-    [
-        ((1, 2, 9, 9), 2, "hr size 9x9 is not divisible by image_grid=2"),
-        ((1, 2, 8, 8), 0, "image_grid must be >= 1, got 0"),
-        ((2, 8, 8), 2, "hr must be (B, C, H, W), got shape (2, 8, 8)"),
-    ],
-)
-def test_split_hr_views_errors(shape, grid, message):
-    with pytest.raises(ValueError) as err:
-        split_hr_views(torch.randn(*shape), grid, True)
-    assert message in str(err.value)

@@ -5,9 +5,10 @@
 
 - ``"reference"``: the literal MGM computation (every HR pixel projected to keys and values);
 - ``"torch"``: the exact folded shortcut in PyTorch (see :mod:`vlmkit.ops._folded`);
-- ``"triton"``: the folded shortcut with fused Triton kernels (:mod:`vlmkit.kernels.mining`);
+- ``"triton"``: the folded shortcut with fused Triton kernels
+  (:mod:`vlmkit.kernels.window_pooling`);
 - ``"auto"``: ``"triton"`` for CUDA tensors when Triton is importable (and the HR map has at most
-  :data:`vlmkit.kernels.mining.MAX_CHANNELS` channels), ``"torch"`` otherwise.
+  :data:`vlmkit.kernels.window_pooling.MAX_CHANNELS` channels), ``"torch"`` otherwise.
 
 The folded backends need the key and value projections to be exactly
 ``nn.Sequential(nn.LayerNorm(C_aux), nn.Linear(C_aux, C))``; other modules use the reference path.
@@ -114,7 +115,7 @@ def resolve_backend(
 
     ``"auto"`` is ``"triton"`` for CUDA tensors when Triton is importable, except in float64
     (the kernels accumulate in float32) and for HR maps of more than
-    :data:`vlmkit.kernels.mining.MAX_CHANNELS` ``channels`` (wider than the kernels hold in
+    :data:`vlmkit.kernels.window_pooling.MAX_CHANNELS` ``channels`` (wider than the kernels hold in
     registers), and ``"torch"`` otherwise. Unknown names raise ``ValueError`` listing the valid
     ones.
     """
@@ -125,7 +126,7 @@ def resolve_backend(
     if backend != "auto":
         return backend
     if device.type == "cuda" and dtype != torch.float64 and _triton_available():
-        from vlmkit.kernels.mining import MAX_CHANNELS
+        from vlmkit.kernels.window_pooling import MAX_CHANNELS
 
         if channels is None or channels <= MAX_CHANNELS:
             return "triton"
@@ -178,7 +179,7 @@ def patch_info_mining(
         q_fold, const = _folded.fold_query(q, key, dtype)  # (B, N, C_aux), (B, N)
         if resolved == "triton":
             try:
-                from vlmkit.kernels.mining import pool_windows_triton
+                from vlmkit.kernels.window_pooling import pool_windows_triton
             except ImportError as err:
                 raise RuntimeError(f"the 'triton' backend needs the triton package: {err}") from err
             pooled = pool_windows_triton(q_fold, const, hr, window, key.eps, value.eps)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from vlmkit._splice import splice_visual_tokens
-from vlmkit.bench._finedetail_fit import collator
-from vlmkit.bench._finedetail_towers import CLASSES, adamw_steps
+from vlmkit_bench._finedetail_fit import collator
+from vlmkit_bench._finedetail_towers import CLASSES, adamw_steps
 
 
 def pretrain_llm(
@@ -46,7 +46,7 @@ def pretrain_llm(
         )
     torch.manual_seed(seed)
     llm = model.llm
-    width = llm.model.get_input_embeddings().weight.shape[1]
+    width = llm.embed(torch.zeros(1, 1, dtype=torch.long)).shape[-1]
     tables = nn.ModuleList(nn.Embedding(n, width) for n in CLASSES)
     llm.requires_grad_(True)
     llm.train()
@@ -59,7 +59,7 @@ def pretrain_llm(
             inputs["input_ids"], inputs["attention_mask"], inputs["labels"], visual,
             embed=llm.embed, num_visual_tokens=model.num_visual_tokens,
         )  # fmt: skip
-        return llm.model(**spliced).loss
+        return llm(**spliced).loss
 
     params = list(llm.parameters()) + list(tables.parameters())
     result = adamw_steps(loss_of, params, n=len(items), steps=steps, batch=batch, lr=lr,

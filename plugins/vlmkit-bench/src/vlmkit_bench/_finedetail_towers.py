@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmkit.bench._finedetail_data import COLOURS, FRAMES, GLYPHS
+from vlmkit_bench._finedetail_data import COLOURS, FRAMES, GLYPHS
 from vlmkit.miners._layout import as_map
 
 CLASSES = (len(GLYPHS), len(COLOURS), len(FRAMES) + 1)  # glyph, colour, frame (0 = none)

@@ -161,11 +161,11 @@ def evaluate(model: Any, questions: list[dict[str, Any]], image_folder: str | Pa
 def eval_command(model: str, questions: str, image_folder: str | None, output: str | None,
                  prompt_suffix: str, max_new_tokens: int, no_progress: bool) -> None:
     """VQA accuracy of MODEL (a saved model directory, preset or config) on a question file."""
-    from vlmkit.chat import load_model
+    from vlmkit.loading import load
 
     try:
         items = load_questions(questions)
-        vlm = load_model(model, what="MODEL")
+        vlm = load(model, what="MODEL")
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from None
     folder = image_folder if image_folder is not None else str(Path(questions).parent)

@@ -345,7 +345,7 @@ def _check_device(*tensors: torch.Tensor) -> None:
     if device.type != "cuda" and not interpreted():
         raise RuntimeError(
             f"the 'triton' backend runs on CUDA tensors, got device {device}; set "
-            "TRITON_INTERPRET=1 before vlmkit.kernels.mining is imported to run it in Triton's "
+            "TRITON_INTERPRET=1 before vlmkit.kernels.window_pooling is imported to run it in Triton's "
             "CPU interpreter"
         )
     for t in tensors[1:]:

@@ -1,4 +1,5 @@
-"""The fine-detail benchmark's structure on a miniature run (accuracy targets live in the bench)."""
+"""The fine-detail benchmark's structure on a miniature run (accuracy targets live in the bench),
+and the commands the plugin adds."""
 
 import json
 
@@ -8,9 +9,9 @@ import torch.nn.functional as F
 import vlmkit
 from click.testing import CliRunner
 
-from vlmkit.bench import finedetail as fd
-from vlmkit.bench._finedetail_data import COLOURS, TaskSpec, generate
-from vlmkit.bench._finedetail_llm import pretrain_llm
+from vlmkit_bench import finedetail as fd
+from vlmkit_bench._finedetail_data import COLOURS, TaskSpec, generate
+from vlmkit_bench._finedetail_llm import pretrain_llm
 from vlmkit.cli import cli
 
 TINY = dict(
@@ -186,3 +187,16 @@ def test_miniature_run_json_and_outputs(tmp_path, monkeypatch, caption_stages):
     assert report["models"]["mgm"]["visual_tokens"] == report["models"]["lr_only"]["visual_tokens"]
     assert (out / "report.md").read_text().startswith("# vlmkit fine-detail benchmark")
     assert (out / "accuracy_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_and_bench_come_from_this_plugin():
+    import subprocess
+    import sys
+
+    assert set(cli.commands["bench"].commands) == {"finedetail", "mining"}
+    assert cli.commands["demo"].callback.__module__ == "vlmkit_bench.finedetail"
+    report = subprocess.run([sys.executable, "-m", "vlmkit", "plugins"], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    (line,) = [l for l in report.stdout.splitlines() if "(vlmkit-bench " in l]
+    assert line.endswith(": command:bench, command:demo")

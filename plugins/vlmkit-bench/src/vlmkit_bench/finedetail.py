@@ -1,7 +1,7 @@
 """The fine-detail benchmark: Mini-Gemini's claim reproduced offline on a CPU, in minutes.
 
 MGM's claim is that mining HR features lets a VLM read fine detail without giving the LLM more
-visual tokens. The task (:mod:`vlmkit.bench._finedetail_data`) is a board of coloured cells, each
+visual tokens. The task (:mod:`vlmkit_bench._finedetail_data`) is a board of coloured cells, each
 holding a glyph legible at the HR size (256 px) and not at the LR size (64 px, the bilinear
 downsample of the HR view, as MGM makes it); the questions ask for the glyph (fine) and the
 colour (coarse) of a framed cell. Three compositions are built from config dicts through
@@ -13,11 +13,11 @@ the registry, trained with the same budget and evaluated on an unseen test split
   tokens).
 
 No pretrained towers or LLM exist offline, so a disclosed **stage 0** pretrains every tower on the
-generated images (:mod:`vlmkit.bench._finedetail_towers`; same objective and budget per tower)
+generated images (:mod:`vlmkit_bench._finedetail_towers`; same objective and budget per tower)
 and the LLM on the conversations with each image given as symbols
-(:mod:`vlmkit.bench._finedetail_llm`; one LLM, copied into all three), counted in the train
+(:mod:`vlmkit_bench._finedetail_llm`; one LLM, copied into all three), counted in the train
 time; then MGM's stage 1 (miner + projector) and stage 2 (+ LLM) follow
-(:mod:`vlmkit.bench._finedetail_fit`), with the frozen towers' outputs computed once per image
+(:mod:`vlmkit_bench._finedetail_fit`), with the frozen towers' outputs computed once per image
 (:mod:`vlmkit.train.feature_cache`). Both stages train on the questions and the boards' captions
 (each board's glyphs, and its colours, read out cell by cell: 64 glyph labels per image where
 the fine question gives one), the projector starting at zero; :class:`Settings` says why. The
@@ -27,7 +27,8 @@ that). Accuracy is exact match of each answer, all of an image's questions answe
 teacher-forced pass with the true earlier answers in the history (what greedy decoding of each
 answer would produce given that history).
 
-``vlmkit demo`` and ``vlmkit bench finedetail`` run it (:func:`run`).
+``vlmkit demo`` and ``vlmkit bench finedetail`` run it (:func:`run`); the commands come from this
+plugin (``vlmkit-bench``) through vlmkit's ``vlmkit_register_commands`` hook.
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ from typing import Any, Callable, Iterator
 import click
 import torch
 
-from vlmkit.bench._finedetail_data import COLOURS, FRAMES, GLYPHS, TaskSpec, generate
+from vlmkit_bench._finedetail_data import COLOURS, FRAMES, GLYPHS, TaskSpec, generate
 from vlmkit.data.conversation import IGNORE_INDEX, IMAGE_TOKEN_INDEX, build_example
-from vlmkit.data.processor import ImageProcessor, lr_view
+from vlmkit.data.processor import ImageProcessor
+from vlmkit.data.views import resize_view
 
 MODELS = ("lr_only", "hr_tokens", "mgm")
 CAPTIONS = ("caption", "colours")  # the records' caption conversations: glyphs, colour initials
@@ -90,7 +92,8 @@ class Settings:
     # "finetune" = stage 2; the LLM's stage 0 then learns them too). A caption gives every cell's
     # glyph and colour where the questions give one cell's. Without captions the one fine label
     # per image starved the miner (MGM 35% fine over 3 seeds); with glyph-only captions the colour
-    # answers collapsed for 2 of 3 stage-0 LLMs (measured 2026-11-25, docs/benchmarks.md "What was tried").
+    # answers collapsed for 2 of 3 stage-0 LLMs (measured 2026-11-25, docs/benchmarks.md "What
+    # was tried").
     caption_stages: tuple[str, ...] = STAGES
     # How many times each image's questions appear in a stage's data that has the captions (each
     # caption once): a caption has 64 answer characters, the questions a few; with them once
@@ -221,7 +224,7 @@ def hr_pixels(records: list[dict[str, Any]], size: int) -> torch.Tensor:
 def model_pixels(model: Any, hr: torch.Tensor) -> torch.Tensor:
     """What a model is fed: the HR pixels, or their LR view for a model whose input is LR-sized."""
     size = model.processor.input_size
-    return lr_view(hr, size)
+    return resize_view(hr, size)
 
 
 def cell_targets(records: list[dict[str, Any]]) -> torch.Tensor:
@@ -279,7 +282,7 @@ def _predictions(
 ) -> Iterator[tuple[int, torch.Tensor, list[list[list[tuple[int, int]]]]]]:
     """Teacher-forced greedy predictions, ``batch`` items at a time: ``(start, predicted (b, L),
     answer spans per item)`` (see :func:`_answer_spans`)."""
-    from vlmkit.bench._finedetail_fit import collator
+    from vlmkit_bench._finedetail_fit import collator
 
     collate = collator(model)
     model.eval()
@@ -364,7 +367,7 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 def _stage0(encoder: Any, pixels: torch.Tensor, val_pixels: torch.Tensor, s: Settings,
             targets: torch.Tensor, val_targets: torch.Tensor, desc: str,
             show: bool) -> dict[str, Any]:  # fmt: skip
-    from vlmkit.bench._finedetail_towers import pretrain_tower, probe_accuracy
+    from vlmkit_bench._finedetail_towers import pretrain_tower, probe_accuracy
 
     with _bar(s.stage0_steps, desc, show) as bar:
         result = pretrain_tower(
@@ -381,7 +384,7 @@ def _llm_stage0(model: Any, train: dict[str, list[dict[str, Any]]], targets: tor
                 s: Settings, show: bool) -> dict[str, Any]:  # fmt: skip
     """The LLM's stage 0 on every conversation in ``train`` (see :func:`_items`: the questions,
     and the captions when a stage trains on them)."""
-    from vlmkit.bench._finedetail_llm import pretrain_llm
+    from vlmkit_bench._finedetail_llm import pretrain_llm
 
     data = [item for conversation in train.values() for item in conversation]
     with _bar(s.llm_stage0_steps, "stage 0 llm", show) as bar:
@@ -421,8 +424,8 @@ def run(s: Settings | None = None, *, progress: bool = True,
     "infer_s_per_image", ...}}, "seed", "settings", "towers", "example", "machine", "total_s"}``;
     times are wall seconds (``*_cpu_s``: this process's CPU seconds).
     """
-    import vlmkit
-    from vlmkit.bench._finedetail_fit import fit
+    from vlmkit_bench._finedetail_fit import fit
+    from vlmkit.model import build
     from vlmkit.train.feature_cache import cache_frozen_towers
 
     s = s or settings()
@@ -436,15 +439,16 @@ def run(s: Settings | None = None, *, progress: bool = True,
         f"in {time.perf_counter() - start_wall:.1f}s")  # fmt: skip
 
     configs = compositions(s)
-    models = {name: vlmkit.build(configs[name]) for name in MODELS}
+    models = {name: build(configs[name]) for name in MODELS}
     # Stage 0: each distinct tower once (LR-only and MGM share the LR tower), same budget each.
     towers: dict[str, dict[str, Any]] = {}
     lr_tower = models["lr_only"].lr_encoder
     for key, encoder in (("lr_vit", lr_tower), ("hr_vit", models["hr_tokens"].lr_encoder),
                          ("hr_convnext", models["mgm"].hr_encoder)):  # fmt: skip
         size = encoder.info.image_size
-        towers[key] = _stage0(encoder, lr_view(hr["train"], size), lr_view(hr["val"], size), s,
-                              targets["train"], targets["val"], f"stage 0 {key}", progress)  # fmt: skip
+        train_px, val_px = resize_view(hr["train"], size), resize_view(hr["val"], size)
+        towers[key] = _stage0(encoder, train_px, val_px, s, targets["train"], targets["val"],
+                              f"stage 0 {key}", progress)  # fmt: skip
         log(f"stage 0 {key}: {towers[key]['wall_s']:.1f}s, val per-cell glyph acc "
             f"{towers[key]['val_glyph_acc']:.1%}, colour {towers[key]['val_colour_acc']:.1%}")
     models["mgm"].lr_encoder.load_state_dict(lr_tower.state_dict())
@@ -526,7 +530,7 @@ def _machine() -> dict[str, Any]:
 
 def format_table(report: dict[str, Any]) -> str:
     """The results as a table, one row per model."""
-    from vlmkit.bench._finedetail_report import percent
+    from vlmkit_bench._finedetail_report import percent
 
     header = ["model", "fine acc", "coarse acc", "visual tokens", "board read", "train s",
               "infer ms/image"]  # fmt: skip
@@ -544,7 +548,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def _main(quick: bool, seed: int, json_path: str | None, out: str, progress: bool) -> None:
-    from vlmkit.bench._finedetail_report import stage_data, write_outputs
+    from vlmkit_bench._finedetail_report import stage_data, write_outputs
 
     s = settings(quick=quick, seed=seed)
     click.echo(

@@ -36,11 +36,11 @@ import click
 import torch
 from torch import nn
 
-from vlmkit.ops.mining import patch_info_mining
+from vlmkit.dtypes import DTYPES
+from vlmkit.ops.patch_info import patch_info_mining
 
 TOKENS, WINDOW, LR_DIM, HR_DIM = 576, 8, 1024, 2880
 HD_VIEWS = 5
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # --- memory -------------------------------------------------------------------------------------
