@@ -116,6 +116,7 @@ _COMMANDS: list[tuple[str | None, str, str]] = [
     (None, "vlmkit.train.command", "train_command"),
     (None, "vlmkit.train.vqa_eval", "eval_command"),
     (None, "vlmkit.serve._command", "serve_command"),
+    (None, "vlmkit.serve._web", "web_command"),
 ]
 
 
