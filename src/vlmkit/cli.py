@@ -117,6 +117,7 @@ _COMMANDS: list[tuple[str | None, str, str]] = [
     (None, "vlmkit.train.vqa_eval", "eval_command"),
     (None, "vlmkit.serve._command", "serve_command"),
     (None, "vlmkit.serve._web", "web_command"),
+    ("bench", "vlmkit.serve._bench", "bench_serve_command"),
 ]
 
 
