@@ -63,3 +63,31 @@ def test_serve_command_refuses_an_unknown_model():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "MODEL no-such-model: not a preset" in result.stderr
+
+
+def test_web_command_serves_the_page_and_stops_on_ctrl_c():
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vlmkit", "web", "mgm-tiny", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                if page.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "vlmkit web did not start"
+            time.sleep(0.2)
+        assert "vlmkit · mgm-tiny" in page.text
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        assert f"mgm-tiny on http://127.0.0.1:{port}" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

@@ -78,6 +78,11 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
     async def _validation_error(request: Any, err: Any) -> Any:
         return error_response(APIError(400, str(err)))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Any, err: Exception) -> Any:  # still OpenAI's shape, never HTML
+        return error_response(APIError(500, f"internal error: {type(err).__name__}: {err}",
+                                       type="server_error"))
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": settings.model_id, "queued": engine.queued()}
@@ -100,7 +105,10 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
         if chat.model != settings.model_id:
             raise APIError(404, f"The model `{chat.model}` does not exist; this server serves "
                            f"`{settings.model_id}`", param="model", code="model_not_found")
-        job = _job(engine, chat, settings)
+        try:
+            job = _job(engine, chat, settings)
+        except ValueError as err:  # the chat template refuses the conversation
+            raise APIError(400, str(err), param="messages") from None
         engine.submit(job)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if chat.stream:
