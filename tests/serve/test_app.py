@@ -141,3 +141,25 @@ def test_image_from_an_allowed_directory(client, server, model):
             model="mgm-tiny", temperature=0, max_tokens=8,
             messages=[{"role": "user", "content": [image_part(url), {"type": "text", "text": "Describe."}]}])
         assert answer.choices[0].message.content == _reference(model, "Describe.", png, max_tokens=8)
+
+
+def test_two_images_are_labelled_as_model_chat_labels_them(client, model):
+    red, blue = png_bytes(color="red"), png_bytes(color="blue")
+    response = client.chat.completions.create(
+        model="mgm-tiny", temperature=0, max_tokens=10,
+        messages=[{"role": "user", "content": [image_part(data_uri(red)), image_part(data_uri(blue)),
+                                               {"type": "text", "text": "Which is red?"}]}])
+    images = [Image.open(io.BytesIO(b)).convert("RGB") for b in (red, blue)]
+    expected = model.chat(images, [{"role": "user", "content": "<image>\n<image>\nWhich is red?"}],
+                          max_new_tokens=10)
+    assert response.choices[0].message.content == expected
+    # The prompt holds MGM's labels ("Image 1:<image>"): more tokens than the unlabelled prompt.
+    from vlmkit._prompt import chat_prompt_ids
+    from vlmkit.data.conversation import get_template
+
+    messages = [{"role": "user", "content": "<image>\n<image>\nWhich is red?"}]
+    template = get_template(model.config.chat_template)
+    labelled = chat_prompt_ids(messages, model.llm.tokenizer, template, image_label="Image {index}:")
+    plain = chat_prompt_ids(messages, model.llm.tokenizer, template)
+    assert len(labelled) > len(plain)
+    assert response.usage.prompt_tokens == len(labelled) - 2 + 2 * model.num_visual_tokens

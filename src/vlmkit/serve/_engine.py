@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import torch
 
-from vlmkit.data.conversation import extract_image_prompt, get_template, tokenize_with_images
+from vlmkit._prompt import chat_prompt_ids
+from vlmkit.data.conversation import extract_image_prompt, get_template
 from vlmkit.serve._errors import APIError
 
 
@@ -91,9 +92,11 @@ class Engine:
 
     # ------------------------------------------------------------------ requests
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of ``messages`` under the model's chat template, ``<image>`` as placeholders."""
-        text = self.template.render(messages, add_generation_prompt=True)
-        return tokenize_with_images(text, self.tokenizer, add_bos=self.template.add_bos)
+        """Token ids of ``messages`` as :meth:`~vlmkit.model.VisionLanguageModel.chat` builds them:
+        the model's chat template, its image labels when there are several images, ``<image>`` as
+        placeholders."""
+        label = getattr(self.model.config, "image_label", "") or ""
+        return chat_prompt_ids(messages, self.tokenizer, self.template, image_label=label)
 
     def submit(self, job: Job) -> None:
         """Queue ``job``; :class:`QueueFull` (503) when ``max_queue`` requests already wait."""
