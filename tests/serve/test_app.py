@@ -102,6 +102,11 @@ def test_max_tokens_and_stop(client):
                                          messages=[{"role": "user", "content": "hi"}])
     assert cut.choices[0].finish_reason == "stop", (full, stop, cut.choices[0].message.content)
     assert cut.choices[0].message.content == full[: full.index(stop)].rstrip()
+    chunks = list(client.chat.completions.create(model="mgm-tiny", temperature=0, max_tokens=24, stop=[stop],
+                                                 stream=True, messages=[{"role": "user", "content": "hi"}]))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == cut.choices[0].message.content  # nothing of the stop string leaked out
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
 
 
 def test_seed_makes_sampling_repeatable(client):
