@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import vlmkit
-from vlmkit.serve import ServeSettings, create_app
 from tests.serve._live import data_uri, image_part, live_server, png_bytes
+from vlmkit.serve import ServeSettings, create_app
 
 MAX_PIXELS = 100 * 100
 MAX_BYTES = 64 * 1024
@@ -40,20 +40,34 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def url(model, dirs):
-    settings = ServeSettings(model_id="mgm-tiny", allow_dirs=(dirs[0],), max_image_pixels=MAX_PIXELS,
-                             max_request_bytes=MAX_BYTES, max_wait_ms=1)
+    settings = ServeSettings(
+        model_id="mgm-tiny",
+        allow_dirs=(dirs[0],),
+        max_image_pixels=MAX_PIXELS,
+        max_request_bytes=MAX_BYTES,
+        max_wait_ms=1,
+    )
     with live_server(create_app(model, settings)) as base:
         yield base
 
 
 def _post(base, body, **kwargs):
     content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return httpx.post(base + "/v1/chat/completions", content=content, timeout=60,
-                      headers={"content-type": "application/json"}, **kwargs)
+    return httpx.post(
+        base + "/v1/chat/completions",
+        content=content,
+        timeout=60,
+        headers={"content-type": "application/json"},
+        **kwargs,
+    )
 
 
 def _user(content):
-    return {"model": "mgm-tiny", "max_tokens": 2, "messages": [{"role": "user", "content": content}]}
+    return {
+        "model": "mgm-tiny",
+        "max_tokens": 2,
+        "messages": [{"role": "user", "content": content}],
+    }
 
 
 def _error(response, status, *words):
@@ -77,21 +91,28 @@ def test_unknown_fields(url):
     body = _user("hi")
     body["messages"][0]["images"] = []
     _error(_post(url, body), 400, "messages[0]", "images")
-    _error(_post(url, _user([{"type": "text", "text": "a", "extra": 1}])), 400, "messages[0].content[0]")
+    _error(
+        _post(url, _user([{"type": "text", "text": "a", "extra": 1}])),
+        400,
+        "messages[0].content[0]",
+    )
 
 
-@pytest.mark.parametrize("field, value, words", [
-    ("n", 2, ["n=2", "not supported"]),
-    ("tools", [{"type": "function"}], ["tools"]),
-    ("logprobs", True, ["logprobs"]),
-    ("temperature", 3, ["temperature", "0 to 2"]),
-    ("temperature", "hot", ["temperature"]),
-    ("top_p", 0, ["top_p"]),
-    ("max_tokens", 0, ["max_tokens", "positive"]),
-    ("stop", [""], ["stop"]),
-    ("seed", -1, ["seed"]),
-    ("stream", "yes", ["stream"]),
-])
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("n", 2, ["n=2", "not supported"]),
+        ("tools", [{"type": "function"}], ["tools"]),
+        ("logprobs", True, ["logprobs"]),
+        ("temperature", 3, ["temperature", "0 to 2"]),
+        ("temperature", "hot", ["temperature"]),
+        ("top_p", 0, ["top_p"]),
+        ("max_tokens", 0, ["max_tokens", "positive"]),
+        ("stop", [""], ["stop"]),
+        ("seed", -1, ["seed"]),
+        ("stream", "yes", ["stream"]),
+    ],
+)
 def test_unsupported_or_out_of_range_values(url, field, value, words):
     error = _error(_post(url, {**_user("hi"), field: value}), 400, *words)
     assert error["param"] == field
@@ -99,27 +120,48 @@ def test_unsupported_or_out_of_range_values(url, field, value, words):
 
 def test_unknown_model_and_missing_fields(url):
     _error(_post(url, {**_user("hi"), "model": "gpt-4o"}), 404, "gpt-4o", "mgm-tiny")
-    _error(_post(url, {"messages": [{"role": "user", "content": "hi"}]}), 400, "'model' is required")
+    _error(
+        _post(url, {"messages": [{"role": "user", "content": "hi"}]}), 400, "'model' is required"
+    )
     _error(_post(url, {"model": "mgm-tiny", "messages": []}), 400, "messages")
 
 
-@pytest.mark.parametrize("messages, words", [
-    ([{"role": "tool", "content": "x"}], ["role \"tool\""]),
-    ([{"role": "assistant", "content": "x"}], ["messages[0]", "expected 'user'"]),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], ["last message"]),
-    ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], ["messages[1]", "system"]),
-    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], ["messages[1]", "expected 'assistant'"]),
-])
+@pytest.mark.parametrize(
+    "messages, words",
+    [
+        ([{"role": "tool", "content": "x"}], ['role "tool"']),
+        ([{"role": "assistant", "content": "x"}], ["messages[0]", "expected 'user'"]),
+        (
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+            ["last message"],
+        ),
+        (
+            [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}],
+            ["messages[1]", "system"],
+        ),
+        (
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+            ["messages[1]", "expected 'assistant'"],
+        ),
+    ],
+)
 def test_wrong_roles(url, messages, words):
     error = _error(_post(url, {"model": "mgm-tiny", "messages": messages}), 400, *words)
     assert error["code"] == "invalid_role"
 
 
 def test_image_in_an_assistant_message(url):
-    messages = [{"role": "user", "content": "a"},
-                {"role": "assistant", "content": [image_part(data_uri(png_bytes()))]},
-                {"role": "user", "content": "b"}]
-    _error(_post(url, {"model": "mgm-tiny", "messages": messages}), 400, "only user messages", "assistant")
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": [image_part(data_uri(png_bytes()))]},
+        {"role": "user", "content": "b"},
+    ]
+    _error(
+        _post(url, {"model": "mgm-tiny", "messages": messages}),
+        400,
+        "only user messages",
+        "assistant",
+    )
 
 
 def test_more_images_than_image_slots(url):
@@ -131,7 +173,9 @@ def test_more_images_than_image_slots(url):
 
 
 def test_undecodable_images(url):
-    _error(_post(url, _user([image_part(data_uri(b"this is not a png"))])), 400, "cannot be decoded")
+    _error(
+        _post(url, _user([image_part(data_uri(b"this is not a png"))])), 400, "cannot be decoded"
+    )
     _error(_post(url, _user([image_part("data:image/png;base64,@@@")])), 400, "base64")
     _error(_post(url, _user([image_part("data:image/png,rawbytes")])), 400, "data:image/png;base64")
     truncated = png_bytes(60, 60)[:-40]
@@ -162,7 +206,9 @@ def test_paths_outside_the_allowed_directory(url, dirs):
         "/etc/passwd",
     ]
     for path in cases:
-        error = _error(_post(url, _user([image_part(path)])), 403, "outside the allowed directories")
+        error = _error(
+            _post(url, _user([image_part(path)])), 403, "outside the allowed directories"
+        )
         assert error["code"] == "path_not_allowed"
     _error(_post(url, _user([image_part(str(allowed / "missing.png"))])), 400, "no such image file")
     ok = _post(url, _user([image_part(str(allowed / "ok.png"))]))
@@ -190,10 +236,14 @@ def test_full_queue_answers_503_with_retry_after(model):
             import concurrent.futures
 
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                waiting = [pool.submit(client.post, base + "/v1/chat/completions", json=_user("hi"))
-                           for _ in range(2)]
+                waiting = [
+                    pool.submit(client.post, base + "/v1/chat/completions", json=_user("hi"))
+                    for _ in range(2)
+                ]
                 deadline = time.monotonic() + 10
-                while httpx.get(base + "/health").json()["queued"] < 2 and time.monotonic() < deadline:
+                while (
+                    httpx.get(base + "/health").json()["queued"] < 2 and time.monotonic() < deadline
+                ):
                     time.sleep(0.05)
                 full = client.post(base + "/v1/chat/completions", json=_user("hi"))
                 assert [f.result().status_code for f in waiting] == [200, 200]
@@ -210,9 +260,15 @@ def test_a_client_that_disconnects_frees_its_slot(model):
         while httpx.get(base + "/health").json()["queued"] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert httpx.get(base + "/health").json()["queued"] == 0
-        assert httpx.post(base + "/v1/chat/completions", json=_user("hi"), timeout=60).status_code == 200
+        assert (
+            httpx.post(base + "/v1/chat/completions", json=_user("hi"), timeout=60).status_code
+            == 200
+        )
 
 
 def test_the_server_still_answers(url):
     response = _post(url, _user("hello"))
-    assert response.status_code == 200 and response.json()["choices"][0]["message"]["role"] == "assistant"
+    assert (
+        response.status_code == 200
+        and response.json()["choices"][0]["message"]["role"] == "assistant"
+    )

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 import vlmkit
+from tests.serve._live import data_uri, image_part, live_server, png_bytes
 from vlmkit.data.conversation import append_generation_request, build_example
 from vlmkit.serve import ServeSettings, create_app
-from tests.serve._live import data_uri, image_part, live_server, png_bytes
 
 REQUEST = "Draw a red square."
 
@@ -45,13 +45,18 @@ def trained(red_png):
     torch.manual_seed(0)
     model = vlmkit.build("mgm-tiny")
     messages = append_generation_request([{"role": "user", "content": "<image>\n" + REQUEST}])
-    example = build_example([*messages, {"role": "assistant", "content": "<h>a red square</h>"}],
-                            model.llm.tokenizer, model.config.chat_template)
+    example = build_example(
+        [*messages, {"role": "assistant", "content": "<h>a red square</h>"}],
+        model.llm.tokenizer,
+        model.config.chat_template,
+    )
     image = Image.open(io.BytesIO(red_png)).convert("RGB")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     for _ in range(300):
-        loss = model(example["input_ids"][None], labels=example["labels"][None], images=[image]).loss
+        loss = model(
+            example["input_ids"][None], labels=example["labels"][None], images=[image]
+        ).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -69,27 +74,48 @@ def _png(url):
 def test_generated_image_comes_back_as_a_data_uri(trained, bridge, red_png):
     app = create_app(trained, ServeSettings(model_id="mgm-tiny"), bridge=bridge)
     expected = np.asarray(bridge("a red square", seed=0)[0])
-    messages = [{"role": "user", "content": [image_part(data_uri(red_png)),
-                                             {"type": "text", "text": REQUEST + " <GEN>"}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                image_part(data_uri(red_png)),
+                {"type": "text", "text": REQUEST + " <GEN>"},
+            ],
+        }
+    ]
     with live_server(app) as base:
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
-        answer = client.chat.completions.create(model="mgm-tiny", messages=messages, temperature=0,
-                                                seed=0, max_tokens=32)
+        answer = client.chat.completions.create(
+            model="mgm-tiny", messages=messages, temperature=0, seed=0, max_tokens=32
+        )
         message = answer.choices[0].message
         assert message.content == "<h>a red square</h>"
         [part] = message.model_extra["images"]
         assert part["type"] == "image_url"
         assert np.array_equal(_png(part["image_url"]["url"]), expected)
 
-        chunks = list(client.chat.completions.create(model="mgm-tiny", messages=messages, temperature=0,
-                                                     seed=0, max_tokens=32, stream=True))
+        chunks = list(
+            client.chat.completions.create(
+                model="mgm-tiny",
+                messages=messages,
+                temperature=0,
+                seed=0,
+                max_tokens=32,
+                stream=True,
+            )
+        )
         text = "".join(c.choices[0].delta.content or "" for c in chunks)
         streamed = [c.choices[0].delta.model_extra.get("images") for c in chunks]
         streamed = [images for images in streamed if images]
         assert text == "<h>a red square</h>"
-        assert len(streamed) == 1 and np.array_equal(_png(streamed[0][0]["image_url"]["url"]), expected)
+        assert len(streamed) == 1 and np.array_equal(
+            _png(streamed[0][0]["image_url"]["url"]), expected
+        )
 
         plain = client.chat.completions.create(
-            model="mgm-tiny", temperature=0, max_tokens=8,
-            messages=[{"role": "user", "content": "hello"}])
+            model="mgm-tiny",
+            temperature=0,
+            max_tokens=8,
+            messages=[{"role": "user", "content": "hello"}],
+        )
         assert "images" not in (plain.choices[0].message.model_extra or {})

@@ -25,8 +25,22 @@ def test_serve_command_answers_and_finishes_in_flight_requests_on_shutdown():
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "vlmkit", "serve", "mgm-tiny", "--port", str(port), "--max-wait-ms", "1500"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "vlmkit",
+            "serve",
+            "mgm-tiny",
+            "--port",
+            str(port),
+            "--max-wait-ms",
+            "1500",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -41,8 +55,12 @@ def test_serve_command_answers_and_finishes_in_flight_requests_on_shutdown():
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
         assert [m.id for m in client.models.list()] == ["mgm-tiny"]
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(client.chat.completions.create, model="mgm-tiny", max_tokens=4,
-                                  messages=[{"role": "user", "content": "hi"}])
+            pending = pool.submit(
+                client.chat.completions.create,
+                model="mgm-tiny",
+                max_tokens=4,
+                messages=[{"role": "user", "content": "hi"}],
+            )
             deadline = time.monotonic() + 10
             while httpx.get(base + "/health").json()["queued"] == 0:  # it waits 1.5 s for company
                 assert time.monotonic() < deadline, "the request never reached the queue"
@@ -59,8 +77,12 @@ def test_serve_command_answers_and_finishes_in_flight_requests_on_shutdown():
 
 
 def test_serve_command_refuses_an_unknown_model():
-    result = subprocess.run([sys.executable, "-m", "vlmkit", "serve", "no-such-model"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "vlmkit", "serve", "no-such-model"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "MODEL no-such-model: not a preset" in result.stderr
 
@@ -69,8 +91,11 @@ def test_web_command_serves_the_page_and_stops_on_ctrl_c():
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "vlmkit", "web", "mgm-tiny", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import vlmkit
-from vlmkit.serve._web import ERROR_TITLE, _conversation, build_page
 from tests.serve._live import png_bytes
+from vlmkit.serve._web import ERROR_TITLE, _conversation, build_page
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "serve-web.png"
 
@@ -27,22 +27,40 @@ def _free_port() -> int:
 
 def test_conversation_from_gradio_history():
     history = [
-        {"role": "user", "content": [{"type": "file", "file": {"path": "/a.png"}}, {"type": "text", "text": "hi"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "file", "file": {"path": "/a.png"}},
+                {"type": "text", "text": "hi"},
+            ],
+        },
         {"role": "assistant", "content": [{"type": "text", "text": "hello"}]},
         {"role": "assistant", "content": [{"type": "file", "file": {"path": "/rendered.png"}}]},
     ]
     messages, paths = _conversation(history, {"text": "and this?", "files": ["/b.png"]})
-    assert messages == [{"role": "user", "content": "<image>\nhi"}, {"role": "assistant", "content": "hello"},
-                        {"role": "user", "content": "<image>\nand this?"}]
+    assert messages == [
+        {"role": "user", "content": "<image>\nhi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "<image>\nand this?"},
+    ]
     assert paths == ["/a.png", "/b.png"]
 
 
 def test_a_turn_that_failed_is_left_out():
     history = [
-        {"role": "user", "content": [{"type": "file", "file": {"path": "/huge.png"}}, {"type": "text", "text": "x"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "file", "file": {"path": "/huge.png"}},
+                {"type": "text", "text": "x"},
+            ],
+        },
         {"role": "assistant", "content": "too long", "metadata": {"title": ERROR_TITLE}},
     ]
-    assert _conversation(history, {"text": "hi", "files": []}) == ([{"role": "user", "content": "hi"}], [])
+    assert _conversation(history, {"text": "hi", "files": []}) == (
+        [{"role": "user", "content": "hi"}],
+        [],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +69,9 @@ def page_url():
     model = vlmkit.build("mgm-tiny").eval()
     page = build_page(model, "mgm-tiny")
     port = _free_port()
-    page.queue().launch(server_name="127.0.0.1", server_port=port, share=False, prevent_thread_lock=True,
-                        quiet=True)
+    page.queue().launch(
+        server_name="127.0.0.1", server_port=port, share=False, prevent_thread_lock=True, quiet=True
+    )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -68,8 +87,11 @@ def test_browser_uploads_an_image_and_sees_the_streamed_reply(page_url, tmp_path
     image = tmp_path / "red.png"
     image.write_bytes(png_bytes(96, 80, "red"))
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 760})
             page.goto(page_url, timeout=60_000)
@@ -80,7 +102,8 @@ def test_browser_uploads_an_image_and_sees_the_streamed_reply(page_url, tmp_path
                 new MutationObserver(() => {
                     const bot = document.querySelector('[data-testid="bot"]');
                     const text = bot ? bot.innerText : '';
-                    if (text && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
+                    const last = window.__seen[window.__seen.length - 1];
+                    if (text && last !== text) window.__seen.push(text);
                 }).observe(document.body, {subtree: true, childList: true, characterData: true});
             }""")
             page.locator('input[type="file"]').first.set_input_files(str(image))
@@ -114,6 +137,9 @@ def test_browser_uploads_an_image_and_sees_the_streamed_reply(page_url, tmp_path
             box.fill("Still there?")
             box.press("Enter")
             page.locator('[data-testid="bot"]').nth(2).wait_for(timeout=60_000)
-            assert "maximum context length" not in page.locator('[data-testid="bot"]').nth(2).inner_text()
+            assert (
+                "maximum context length"
+                not in page.locator('[data-testid="bot"]').nth(2).inner_text()
+            )
         finally:
             browser.close()

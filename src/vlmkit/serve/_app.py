@@ -8,7 +8,6 @@ stream: in the ``delta`` of the chunk before the last). Every refused request ge
 with ``{"error": {"message", "type", "param", "code"}}``.
 """
 
-
 import asyncio
 import base64
 import contextlib
@@ -48,8 +47,13 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException
 
-    engine = Engine(model, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                    max_queue=settings.max_queue, bridge=bridge)
+    engine = Engine(
+        model,
+        max_batch=settings.max_batch,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue,
+        bridge=bridge,
+    )
     allow_dirs = tuple(Path(d).expanduser().resolve() for d in settings.allow_dirs)
     created = int(time.time())
 
@@ -58,7 +62,9 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
         yield
         await asyncio.to_thread(engine.close)
 
-    app = FastAPI(title="vlmkit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="vlmkit", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.engine = engine
 
     def error_response(err: APIError) -> Any:
@@ -71,8 +77,11 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
     @app.exception_handler(HTTPException)
     async def _http_error(request: Any, err: Any) -> Any:
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
-        return error_response(APIError(err.status_code, f"{request.method} {request.url.path}: {err.detail}",
-                                       code=code))
+        return error_response(
+            APIError(
+                err.status_code, f"{request.method} {request.url.path}: {err.detail}", code=code
+            )
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Any, err: Any) -> Any:
@@ -80,8 +89,9 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Any, err: Exception) -> Any:  # still OpenAI's shape, never HTML
-        return error_response(APIError(500, f"internal error: {type(err).__name__}: {err}",
-                                       type="server_error"))
+        return error_response(
+            APIError(500, f"internal error: {type(err).__name__}: {err}", type="server_error")
+        )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -89,8 +99,17 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [
-            {"id": settings.model_id, "object": "model", "created": created, "owned_by": "vlmkit"}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": settings.model_id,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "vlmkit",
+                }
+            ],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -98,13 +117,23 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
         data = parse_body(body)
 
         def open_image(url: str, param: str) -> Any:
-            return open_image_url(url, allow_dirs=allow_dirs, max_pixels=settings.max_image_pixels,
-                                  max_bytes=settings.max_request_bytes, param=param)
+            return open_image_url(
+                url,
+                allow_dirs=allow_dirs,
+                max_pixels=settings.max_image_pixels,
+                max_bytes=settings.max_request_bytes,
+                param=param,
+            )
 
         chat = await asyncio.to_thread(parse_request, data, open_image)
         if chat.model != settings.model_id:
-            raise APIError(404, f"The model `{chat.model}` does not exist; this server serves "
-                           f"`{settings.model_id}`", param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"The model `{chat.model}` does not exist; this server serves "
+                f"`{settings.model_id}`",
+                param="model",
+                code="model_not_found",
+            )
         try:
             job = _job(engine, chat, settings)
         except ValueError as err:  # the chat template refuses the conversation
@@ -112,9 +141,11 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
         engine.submit(job)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if chat.stream:
-            return StreamingResponse(_stream(engine, job, chat, completion_id, settings.model_id),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _stream(engine, job, chat, completion_id, settings.model_id),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         return await _complete(engine, job, request, completion_id, settings.model_id)
 
     return app
@@ -123,14 +154,21 @@ def create_app(model: Any, settings: ServeSettings, *, bridge: Any = None) -> An
 async def _read_body(request: Any, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"the request body has {declared} bytes, more than the {limit} allowed "
-                       "(--max-request-bytes)", code="request_too_large")
+        raise APIError(
+            413,
+            f"the request body has {declared} bytes, more than the {limit} allowed "
+            "(--max-request-bytes)",
+            code="request_too_large",
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise APIError(413, f"the request body is larger than the {limit} bytes allowed "
-                           "(--max-request-bytes)", code="request_too_large")
+            raise APIError(
+                413,
+                f"the request body is larger than the {limit} bytes allowed (--max-request-bytes)",
+                code="request_too_large",
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -148,22 +186,37 @@ def _job(engine: Engine, chat: ChatRequest, settings: ServeSettings) -> Job:
         max_tokens = chat.max_tokens
         if max_tokens > room:
             raise _too_long(engine, prompt_tokens, max_tokens)
-    return Job(ids=ids, images=chat.images, max_tokens=max_tokens, temperature=chat.temperature,
-               top_p=chat.top_p, stop=chat.stop, seed=chat.seed, loop=asyncio.get_running_loop(),
-               prompt_tokens=prompt_tokens)
+    return Job(
+        ids=ids,
+        images=chat.images,
+        max_tokens=max_tokens,
+        temperature=chat.temperature,
+        top_p=chat.top_p,
+        stop=chat.stop,
+        seed=chat.seed,
+        loop=asyncio.get_running_loop(),
+        prompt_tokens=prompt_tokens,
+    )
 
 
 def _too_long(engine: Engine, prompt: int, completion: int) -> APIError:
-    return APIError(400, f"This model's maximum context length is {engine.context_length} tokens. "
-                    f"However, you requested {prompt + completion} tokens ({prompt} in the messages "
-                    f"including {engine.model.num_visual_tokens} per image, {completion} in the "
-                    "completion). Please reduce the length of the messages or completion.",
-                    param="messages", code="context_length_exceeded")
+    return APIError(
+        400,
+        f"This model's maximum context length is {engine.context_length} tokens. "
+        f"However, you requested {prompt + completion} tokens ({prompt} in the messages "
+        f"including {engine.model.num_visual_tokens} per image, {completion} in the "
+        "completion). Please reduce the length of the messages or completion.",
+        param="messages",
+        code="context_length_exceeded",
+    )
 
 
 def _usage(job: Job, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": job.prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": job.prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": job.prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": job.prompt_tokens + completion_tokens,
+    }
 
 
 def image_parts(images: list[Any]) -> list[dict[str, Any]]:
@@ -177,7 +230,9 @@ def image_parts(images: list[Any]) -> list[dict[str, Any]]:
     return parts
 
 
-async def _complete(engine: Engine, job: Job, request: Any, completion_id: str, model_id: str) -> Any:
+async def _complete(
+    engine: Engine, job: Job, request: Any, completion_id: str, model_id: str
+) -> Any:
     while True:
         try:
             event = await asyncio.wait_for(job.events.get(), timeout=0.5)
@@ -194,22 +249,39 @@ async def _complete(engine: Engine, job: Job, request: Any, completion_id: str, 
             if images:
                 message["images"] = image_parts(images)
             return {
-                "id": completion_id, "object": "chat.completion", "created": int(time.time()),
-                "model": model_id, "system_fingerprint": None,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason,
-                             "logprobs": None}],
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model_id,
+                "system_fingerprint": None,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": finish_reason,
+                        "logprobs": None,
+                    }
+                ],
                 "usage": _usage(job, completion_tokens),
             }
 
 
-async def _stream(engine: Engine, job: Job, chat: ChatRequest, completion_id: str,
-                  model_id: str) -> AsyncIterator[str]:
+async def _stream(
+    engine: Engine, job: Job, chat: ChatRequest, completion_id: str, model_id: str
+) -> AsyncIterator[str]:
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                "model": model_id, "system_fingerprint": None,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model_id,
+            "system_fingerprint": None,
+            "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            ],
+        }
         if chat.include_usage:
             body["usage"] = None
         return f"data: {json.dumps(body)}\n\n"
@@ -229,8 +301,14 @@ async def _stream(engine: Engine, job: Job, chat: ChatRequest, completion_id: st
                     yield chunk({"images": image_parts(images)})
                 yield chunk({}, finish_reason)
                 if chat.include_usage:
-                    body = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                            "model": model_id, "choices": [], "usage": _usage(job, completion_tokens)}
+                    body = {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model_id,
+                        "choices": [],
+                        "usage": _usage(job, completion_tokens),
+                    }
                     yield f"data: {json.dumps(body)}\n\n"
                 yield "data: [DONE]\n\n"
                 return

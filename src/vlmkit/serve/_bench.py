@@ -51,17 +51,34 @@ def _requests(n: int, max_tokens: int, model_id: str) -> list[dict[str, Any]]:
     bodies = []
     for i in range(n):
         image = Image.new("RGB", (64, 48), "white")
-        ImageDraw.Draw(image).rectangle((8 + i % 16, 8, 40, 40), fill=("red", "green", "blue")[i % 3])
+        ImageDraw.Draw(image).rectangle(
+            (8 + i % 16, 8, 40, 40), fill=("red", "green", "blue")[i % 3]
+        )
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-        bodies.append({"model": model_id, "temperature": 0, "max_tokens": max_tokens, "messages": [
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                         {"type": "text", "text": f"Describe picture {i}."}]}]})
+        bodies.append(
+            {
+                "model": model_id,
+                "temperature": 0,
+                "max_tokens": max_tokens,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": url}},
+                            {"type": "text", "text": f"Describe picture {i}."},
+                        ],
+                    }
+                ],
+            }
+        )
     return bodies
 
 
-async def _load(url: str, bodies: list[dict[str, Any]], clients: int, timeout: float) -> dict[str, Any]:
+async def _load(
+    url: str, bodies: list[dict[str, Any]], clients: int, timeout: float
+) -> dict[str, Any]:
     import httpx
 
     pending = list(enumerate(bodies))
@@ -86,14 +103,22 @@ async def _load(url: str, bodies: list[dict[str, Any]], clients: int, timeout: f
                 failures.append(f"{response.status_code}: {response.text[:200]}")
 
     start = time.perf_counter()
-    async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=clients)) as http:
+    async with httpx.AsyncClient(
+        timeout=timeout, limits=httpx.Limits(max_connections=clients)
+    ) as http:
         await asyncio.gather(*[client(http) for _ in range(clients)])
     wall = time.perf_counter() - start
-    return {"sent": len(bodies), "answered": len(latencies), "failed": len(failures),
-            "failures": failures[:5], "seconds": wall, "requests_per_s": len(latencies) / wall,
-            "tokens_per_s": tokens / wall,
-            "p50_s": statistics.median(latencies) if latencies else None,
-            "p95_s": _percentile(latencies, 95)}
+    return {
+        "sent": len(bodies),
+        "answered": len(latencies),
+        "failed": len(failures),
+        "failures": failures[:5],
+        "seconds": wall,
+        "requests_per_s": len(latencies) / wall,
+        "tokens_per_s": tokens / wall,
+        "p50_s": statistics.median(latencies) if latencies else None,
+        "p95_s": _percentile(latencies, 95),
+    }
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -106,15 +131,27 @@ def _percentile(values: list[float], q: float) -> float | None:
 @click.command("serve")
 @click.argument("model_spec", metavar="[MODEL]", default="mgm-tiny")
 @click.option("--clients", type=click.IntRange(1, 256), default=16, show_default=True)
-@click.option("--requests", "n_requests", type=click.IntRange(1, 10_000), default=64, show_default=True)
+@click.option(
+    "--requests", "n_requests", type=click.IntRange(1, 10_000), default=64, show_default=True
+)
 @click.option("--max-tokens", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--max-batch", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--max-wait-ms", type=click.FloatRange(0), default=20.0, show_default=True)
-@click.option("--timeout", type=float, default=300.0, show_default=True, help="Per request, seconds.")
+@click.option(
+    "--timeout", type=float, default=300.0, show_default=True, help="Per request, seconds."
+)
 @click.option("--json", "json_path", default=None, help="Also write the figures to this file.")
-def bench_serve_command(model_spec: str, clients: int, n_requests: int, max_tokens: int, max_batch: int,
-                        max_wait_ms: float, timeout: float, json_path: str | None) -> None:
-    """Load-test `vlmkit serve` on 127.0.0.1: one at a time, then CLIENTS at once (default mgm-tiny)."""
+def bench_serve_command(
+    model_spec: str,
+    clients: int,
+    n_requests: int,
+    max_tokens: int,
+    max_batch: int,
+    max_wait_ms: float,
+    timeout: float,
+    json_path: str | None,
+) -> None:
+    """Load-test `vlmkit serve` on 127.0.0.1: one at a time, then CLIENTS at once."""
     import torch
 
     from vlmkit.chat import ChatError
@@ -128,25 +165,42 @@ def bench_serve_command(model_spec: str, clients: int, n_requests: int, max_toke
         raise click.ClickException(str(err)) from None
     name = model_id(model, model_spec)
     bodies = _requests(n_requests, max_tokens, name)
-    results: dict[str, Any] = {"model": name, "clients": clients, "requests": n_requests,
-                               "max_tokens": max_tokens, "max_batch": max_batch, "torch_threads": torch.get_num_threads()}
+    results: dict[str, Any] = {
+        "model": name,
+        "clients": clients,
+        "requests": n_requests,
+        "max_tokens": max_tokens,
+        "max_batch": max_batch,
+        "torch_threads": torch.get_num_threads(),
+    }
     for phase, batch, concurrency in (("one_at_a_time", 1, 1), ("batched", max_batch, clients)):
-        settings = ServeSettings(model_id=name, max_batch=batch, max_wait_ms=max_wait_ms if batch > 1 else 0,
-                                 max_queue=max(n_requests, 1))
+        settings = ServeSettings(
+            model_id=name,
+            max_batch=batch,
+            max_wait_ms=max_wait_ms if batch > 1 else 0,
+            max_queue=max(n_requests, 1),
+        )
         app = create_app(model, settings)
         with _serving(app) as url:
             results[phase] = asyncio.run(_load(url, bodies, concurrency, timeout))
         sizes = app.state.engine.batches
         results[phase]["mean_batch"] = sum(sizes) / len(sizes) if sizes else 0.0
     one, many = results["one_at_a_time"], results["batched"]
-    results["speedup"] = many["requests_per_s"] / one["requests_per_s"] if one["requests_per_s"] else None
+    results["speedup"] = (
+        many["requests_per_s"] / one["requests_per_s"] if one["requests_per_s"] else None
+    )
     click.echo(f"{name}: {n_requests} requests, {max_tokens} new tokens max, 1 image each")
-    click.echo(f"{'':<14}{'sent':>6}{'answered':>10}{'failed':>8}{'p50 s':>8}{'p95 s':>8}{'req/s':>8}"
-               f"{'tok/s':>8}{'batch':>7}")
+    click.echo(
+        f"{'':<14}{'sent':>6}{'answered':>10}{'failed':>8}{'p50 s':>8}{'p95 s':>8}{'req/s':>8}"
+        f"{'tok/s':>8}{'batch':>7}"
+    )
     for phase, label in (("one_at_a_time", "1 at a time"), ("batched", f"{clients} clients")):
         r = results[phase]
-        click.echo(f"{label:<14}{r['sent']:>6}{r['answered']:>10}{r['failed']:>8}{_f(r['p50_s']):>8}"
-                   f"{_f(r['p95_s']):>8}{r['requests_per_s']:>8.2f}{r['tokens_per_s']:>8.1f}{r['mean_batch']:>7.1f}")
+        click.echo(
+            f"{label:<14}{r['sent']:>6}{r['answered']:>10}{r['failed']:>8}{_f(r['p50_s']):>8}"
+            f"{_f(r['p95_s']):>8}{r['requests_per_s']:>8.2f}{r['tokens_per_s']:>8.1f}"
+            f"{r['mean_batch']:>7.1f}"
+        )
         for failure in r["failures"]:
             click.echo(f"  failed: {failure}")
     if results["speedup"] is not None:

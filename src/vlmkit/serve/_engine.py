@@ -58,16 +58,28 @@ class Job:
 
 class QueueFull(APIError):
     def __init__(self, max_queue: int, retry_after: int) -> None:
-        super().__init__(503, f"the server is busy: {max_queue} requests are already waiting "
-                         "(--max-queue); retry later", type="server_busy", code="queue_full",
-                         headers={"Retry-After": str(retry_after)})
+        super().__init__(
+            503,
+            f"the server is busy: {max_queue} requests are already waiting "
+            "(--max-queue); retry later",
+            type="server_busy",
+            code="queue_full",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 class Engine:
     """The queue and the worker thread in front of ``model``."""
 
-    def __init__(self, model: Any, *, max_batch: int = 8, max_wait_ms: float = 10.0, max_queue: int = 64,
-                 bridge: Any = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        *,
+        max_batch: int = 8,
+        max_wait_ms: float = 10.0,
+        max_queue: int = 64,
+        bridge: Any = None,
+    ) -> None:
         self.model = model
         self.bridge = bridge
         self.max_batch = max_batch
@@ -82,7 +94,9 @@ class Engine:
             if isinstance(stop, int) and stop != tok.unk_token_id:
                 self.stop_ids.add(stop)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        self.context_length = int(getattr(model.llm.model.config, "max_position_embeddings", 0) or 2048)
+        self.context_length = int(
+            getattr(model.llm.model.config, "max_position_embeddings", 0) or 2048
+        )
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -102,7 +116,9 @@ class Engine:
         """Queue ``job``; :class:`QueueFull` (503) when ``max_queue`` requests already wait."""
         with self._cond:
             if self._closing:
-                raise APIError(503, "the server is shutting down", type="server_busy", code="shutting_down")
+                raise APIError(
+                    503, "the server is shutting down", type="server_busy", code="shutting_down"
+                )
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(self.max_queue, retry_after=1)
             self._queue.append(job)
@@ -160,8 +176,12 @@ class Engine:
             try:
                 self._generate(batch)
             except Exception as err:  # noqa: BLE001 - every waiting request must hear back
-                failure = APIError(500, f"generation failed: {type(err).__name__}: {err}",
-                                   type="server_error", code="generation_failed")
+                failure = APIError(
+                    500,
+                    f"generation failed: {type(err).__name__}: {err}",
+                    type="server_error",
+                    code="generation_failed",
+                )
                 for job in batch:
                     job.send(("error", failure))
 
@@ -170,19 +190,26 @@ class Engine:
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, job in enumerate(batch):
-            ids[row, width - len(job.ids):] = torch.tensor(job.ids)
-            mask[row, width - len(job.ids):] = 1
+            ids[row, width - len(job.ids) :] = torch.tensor(job.ids)
+            mask[row, width - len(job.ids) :] = 1
         images = [image for job in batch for image in job.images]
         first = batch[0]
         kwargs: dict[str, Any] = {"do_sample": False}
         if first.temperature > 0:
-            kwargs = {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p, "top_k": 0}
+            kwargs = {
+                "do_sample": True,
+                "temperature": first.temperature,
+                "top_p": first.top_p,
+                "top_k": 0,
+            }
         if first.seed is not None:
             torch.manual_seed(first.seed)
         from transformers import StoppingCriteriaList
 
         self.model.generate(
-            ids, images=images or None, attention_mask=mask,
+            ids,
+            images=images or None,
+            attention_mask=mask,
             max_new_tokens=max(j.max_tokens for j in batch),
             eos_token_id=sorted(self.stop_ids) or None,
             stopping_criteria=StoppingCriteriaList([_RowStop(batch, self._step)]),
@@ -215,7 +242,7 @@ class Engine:
         if visible.endswith("\ufffd"):  # an incomplete multi-byte character
             return
         if len(visible) > len(job.text_sent) and visible.startswith(job.text_sent):
-            job.send(("delta", visible[len(job.text_sent):]))
+            job.send(("delta", visible[len(job.text_sent) :]))
             job.text_sent = visible
 
     def _text(self, job: Job, cut: bool = True) -> str:
@@ -232,7 +259,7 @@ class Engine:
             return
         text = self._text(job).rstrip()
         if text.startswith(job.text_sent) and len(text) > len(job.text_sent):
-            job.send(("delta", text[len(job.text_sent):]))
+            job.send(("delta", text[len(job.text_sent) :]))
         images = self._render(text, job.seed) if self.bridge is not None else []
         job.send(("done", text, job.finish_reason, len(job.tokens), images))
 

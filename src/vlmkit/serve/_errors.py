@@ -10,7 +10,7 @@ from typing import Any
 
 
 class APIError(Exception):
-    """A request the server refuses: ``status`` is the HTTP status, ``message`` names the problem."""
+    """A refused request: ``status`` is the HTTP status, ``message`` names the problem."""
 
     def __init__(
         self,
@@ -32,4 +32,11 @@ class APIError(Exception):
 
     def body(self) -> dict[str, Any]:
         """``{"error": {...}}`` as OpenAI writes it."""
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }

@@ -8,13 +8,13 @@ from typing import Any
 
 
 def load_served_model(spec: str, *, device: str | None = None) -> Any:
-    """The model ``spec`` names, in eval mode; ``vlmkit.chat.ChatError`` when it cannot be loaded."""
+    """The model ``spec`` names, in eval mode; ``vlmkit.chat.ChatError`` if it cannot load."""
     from vlmkit.chat import load_model
 
     return load_model(spec, device=device, what="MODEL").eval()
 
 
 def model_id(model: Any, spec: str) -> str:
-    """The model's name as ``GET /v1/models`` lists it: the config's name, else the spec's last part."""
+    """The name ``GET /v1/models`` lists: the config's name, else the spec's last part."""
     name = getattr(model.config, "name", None)
     return name or Path(spec.rstrip("/")).name or spec

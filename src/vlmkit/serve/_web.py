@@ -37,13 +37,24 @@ def build_page(model: Any, model_id: str, *, bridge: Any = None, max_batch: int 
     engine = Engine(model, max_batch=max_batch, max_wait_ms=5, bridge=bridge)
     settings = ServeSettings(model_id=model_id)
 
-    async def respond(message: dict[str, Any], history: list[dict[str, Any]], temperature: float,
-                      top_p: float, max_tokens: float) -> AsyncIterator[Any]:
+    async def respond(
+        message: dict[str, Any],
+        history: list[dict[str, Any]],
+        temperature: float,
+        top_p: float,
+        max_tokens: float,
+    ) -> AsyncIterator[Any]:
         try:
             messages, paths = _conversation(history, message)
             images = [open_image(p) for p in paths]
-            chat = ChatRequest(model=model_id, messages=messages, images=images, temperature=float(temperature),
-                               top_p=max(float(top_p), 0.01), max_tokens=int(max_tokens))
+            chat = ChatRequest(
+                model=model_id,
+                messages=messages,
+                images=images,
+                temperature=float(temperature),
+                top_p=max(float(top_p), 0.01),
+                max_tokens=int(max_tokens),
+            )
             job = _job(engine, chat, settings)
             engine.submit(job)
         except (ChatError, APIError) as err:
@@ -61,19 +72,32 @@ def build_page(model: Any, model_id: str, *, bridge: Any = None, max_batch: int 
                     return
                 else:
                     rendered = event[4]
-                    yield [event[1], *[gr.Image(value=image) for image in rendered]] if rendered else event[1]
+                    yield (
+                        [event[1], *[gr.Image(value=image) for image in rendered]]
+                        if rendered
+                        else event[1]
+                    )
                     return
         finally:  # Stop pressed, page closed, or done
             engine.cancel(job)
 
     views = model.num_views
-    header = (f"**{model_id}** · {model.num_visual_tokens} visual tokens per image"
-              + (f" ({views} HD views × {model.tokens_per_view})" if views > 1 else " (1 view)")
-              + (" · images rendered by the model's bridge" if bridge is not None else ""))
+    header = (
+        f"**{model_id}** · {model.num_visual_tokens} visual tokens per image"
+        + (f" ({views} HD views × {model.tokens_per_view})" if views > 1 else " (1 view)")
+        + (" · images rendered by the model's bridge" if bridge is not None else "")
+    )
     page = gr.ChatInterface(
-        respond, multimodal=True, title=f"vlmkit · {model_id}", description=header,
-        textbox=gr.MultimodalTextbox(file_types=["image"], file_count="multiple",
-                                     placeholder="Ask about an image, or attach one", render=False),
+        respond,
+        multimodal=True,
+        title=f"vlmkit · {model_id}",
+        description=header,
+        textbox=gr.MultimodalTextbox(
+            file_types=["image"],
+            file_count="multiple",
+            placeholder="Ask about an image, or attach one",
+            render=False,
+        ),
         additional_inputs=[
             gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature", render=False),
             gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="Top-p", render=False),
@@ -89,13 +113,17 @@ def build_page(model: Any, model_id: str, *, bridge: Any = None, max_batch: int 
 ERROR_TITLE = "⚠ Error"
 
 
-def _conversation(history: list[dict[str, Any]], message: dict[str, Any]) -> tuple[list[dict[str, str]], list[str]]:
+def _conversation(
+    history: list[dict[str, Any]], message: dict[str, Any]
+) -> tuple[list[dict[str, str]], list[str]]:
     """Gradio's messages-format history plus the new message → vlmkit messages (``<image>`` where
     an uploaded file was) and the image paths in order. Images in assistant turns (rendered ones)
     are not sent back to the model, nor is a turn that ended in an error, nor its error message."""
     turns: list[dict[str, Any]] = []
-    new = [{"type": "file", "file": {"path": p if isinstance(p, str) else p.get("path")}}
-           for p in message.get("files", [])]
+    new = [
+        {"type": "file", "file": {"path": p if isinstance(p, str) else p.get("path")}}
+        for p in message.get("files", [])
+    ]
     if message.get("text"):
         new.append({"type": "text", "text": message["text"]})
     for entry in [*history, {"role": "user", "content": new}]:
@@ -125,8 +153,10 @@ def _conversation(history: list[dict[str, Any]], message: dict[str, Any]) -> tup
             turns[-1]["paths"] += paths
         else:
             turns.append({"role": role, "content": text, "paths": paths})
-    return ([{"role": t["role"], "content": t["content"]} for t in turns],
-            [path for t in turns for path in t["paths"]])
+    return (
+        [{"role": t["role"], "content": t["content"]} for t in turns],
+        [path for t in turns for path in t["paths"]],
+    )
 
 
 @click.command("web")
@@ -134,7 +164,9 @@ def _conversation(history: list[dict[str, Any]], message: dict[str, Any]) -> tup
 @host_option
 @port_option
 @device_option
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random weights (presets).")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of random weights (presets)."
+)
 def web_command(model_spec: str, host: str, port: int, device: str | None, seed: int) -> None:
     """Chat with MODEL in the browser: a Gradio page on http://HOST:PORT."""
     import sys
@@ -153,7 +185,13 @@ def web_command(model_spec: str, host: str, port: int, device: str | None, seed:
     page = build_page(model, model_id(model, model_spec), bridge=getattr(model, "bridge", None))
     click.echo(f"vlmkit web: {model_id(model, model_spec)} on http://{host}:{port}")
     try:
-        page.queue().launch(server_name=host, server_port=port, share=False, inbrowser=False,
-                            show_error=True, quiet=True)
+        page.queue().launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            show_error=True,
+            quiet=True,
+        )
     finally:
         page.engine.close()
