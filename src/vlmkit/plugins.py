@@ -234,8 +234,29 @@ def load_plugins(*, strict: bool | None = None) -> None:
             _loading = False
 
 
+def _command_tree(cli: Any) -> dict[tuple[str, ...], Any]:
+    """``{path: command}`` of ``cli``'s commands and, one level down, of its groups' commands."""
+    tree: dict[tuple[str, ...], Any] = {}
+    for name, command in cli.commands.items():
+        tree[(name,)] = command
+        for sub, sub_command in (getattr(command, "commands", None) or {}).items():
+            tree[(name, sub)] = sub_command
+    return tree
+
+
+def _restore(cli: Any, tree: dict[tuple[str, ...], Any]) -> None:
+    """Put ``cli`` back to ``tree`` (what :func:`_command_tree` recorded)."""
+    cli.commands.clear()
+    cli.commands.update({path[0]: c for path, c in tree.items() if len(path) == 1})
+    for (name,), command in [(p, c) for p, c in tree.items() if len(p) == 1]:
+        if getattr(command, "commands", None) is not None:
+            command.commands.clear()
+            command.commands.update({p[1]: c for p, c in tree.items() if len(p) == 2 and p[0] == name})
+
+
 def register_commands(cli: Any) -> None:
-    """Let every loaded plugin add commands to ``cli`` (a ``click.Group``), one plugin at a time.
+    """Let every loaded plugin add commands to ``cli`` (a ``click.Group``), one plugin at a time;
+    a plugin may also add commands to a group that is there (e.g. ``vlmkit bench``).
 
     A plugin whose ``vlmkit_register_commands`` raises, or replaces a command that is already
     there, is rolled back (``cli`` keeps the commands it had) and reported as a failure.
@@ -247,21 +268,21 @@ def register_commands(cli: Any) -> None:
     for plugin in _plugins:
         if plugin.module is None or not pm.is_registered(plugin.module):
             continue
-        before = dict(cli.commands)
+        before = _command_tree(cli)
         others = [p for p in pm.get_plugins() if p is not plugin.module]
         try:
             pm.subset_hook_caller("vlmkit_register_commands", remove_plugins=others)(cli=cli)
-            replaced = sorted(n for n, c in before.items() if cli.commands.get(n) is not c)
+            after = _command_tree(cli)
+            replaced = sorted(" ".join(p) for p, c in before.items() if after.get(p) is not c)
             if replaced:
                 raise PluginError(f"it replaces existing command(s) {replaced}")
         except Exception as err:  # noqa: BLE001 - isolation is the point
-            cli.commands.clear()
-            cli.commands.update(before)
+            _restore(cli, before)
             _fail(f"vlmkit plugin {plugin.entry_point!r} from distribution {plugin.distribution} "
                   f"{plugin.version} failed to add commands", plugin.entry_point,
                   f"{plugin.distribution} {plugin.version}", err, strict_mode())  # fmt: skip
             continue
-        plugin.commands = tuple(sorted(set(cli.commands) - set(before)))
+        plugin.commands = tuple(sorted(" ".join(p) for p in set(after) - set(before)))
 
 
 def plugin_failures() -> list[PluginFailure]:

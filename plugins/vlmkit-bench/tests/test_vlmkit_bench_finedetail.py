@@ -193,10 +193,10 @@ def test_demo_and_bench_come_from_this_plugin():
     import subprocess
     import sys
 
-    assert set(cli.commands["bench"].commands) == {"finedetail", "mining"}
+    assert set(cli.commands["bench"].commands) == {"finedetail", "mining", "serve"}  # serve: vlmkit
     assert cli.commands["demo"].callback.__module__ == "vlmkit_bench.finedetail"
     report = subprocess.run([sys.executable, "-m", "vlmkit", "plugins"], capture_output=True,
                             text=True, timeout=300)  # fmt: skip
     assert report.returncode == 0, report.stderr
     (line,) = [l for l in report.stdout.splitlines() if "(vlmkit-bench " in l]
-    assert line.endswith(": command:bench, command:demo")
+    assert line.endswith(": command:bench finedetail, command:bench mining, command:demo")

@@ -6,7 +6,9 @@
   Mini-Gemini's shapes (:mod:`vlmkit_bench.op_timing`).
 
 vlmkit calls :func:`vlmkit_register_commands` once, when its command line is built; the commands'
-modules are imported then, and import their heavy dependencies only when they run.
+modules are imported then, and import their heavy dependencies only when they run. ``finedetail``
+and ``mining`` join vlmkit's own ``bench`` group (which holds ``serve``), or a ``bench`` group of
+this plugin's when the command line has none.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def vlmkit_register_commands(cli: click.Group) -> None:
     from vlmkit_bench.finedetail import demo_command, finedetail_command
     from vlmkit_bench.op_timing import mining_command
 
-    bench.add_command(finedetail_command)
-    bench.add_command(mining_command)
-    cli.add_command(bench)
+    group = cli.commands.get("bench")
+    if not isinstance(group, click.Group):
+        group = bench
+        cli.add_command(group)
+    group.add_command(finedetail_command)
+    group.add_command(mining_command)
     cli.add_command(demo_command)

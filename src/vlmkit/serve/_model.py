@@ -1,0 +1,20 @@
+"""The one place the serving commands resolve a model spec (preset, config file, saved directory or
+official MGM release) to a model, and the name the API reports for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def load_served_model(spec: str, *, device: str | None = None) -> Any:
+    """The model ``spec`` names, in eval mode; ``vlmkit.chat.ChatError`` if it cannot load."""
+    from vlmkit.chat import load_model
+
+    return load_model(spec, device=device, what="MODEL").eval()
+
+
+def model_id(model: Any, spec: str) -> str:
+    """The name ``GET /v1/models`` lists: the config's name, else the spec's last part."""
+    name = getattr(model.config, "name", None)
+    return name or Path(spec.rstrip("/")).name or spec
