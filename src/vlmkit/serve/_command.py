@@ -80,14 +80,14 @@ def serve_command(
     import torch
     import uvicorn
 
-    from vlmkit.chat import ChatError
+    from vlmkit.loading import LoadError
     from vlmkit.serve._app import ServeSettings, create_app
     from vlmkit.serve._model import load_served_model, model_id
 
     torch.manual_seed(seed)
     try:
         model = load_served_model(model_spec, device=device)
-    except ChatError as err:
+    except LoadError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
     settings = ServeSettings(

@@ -8,10 +8,11 @@ from typing import Any
 
 
 def load_served_model(spec: str, *, device: str | None = None) -> Any:
-    """The model ``spec`` names, in eval mode; ``vlmkit.chat.ChatError`` if it cannot load."""
-    from vlmkit.chat import load_model
+    """The model ``spec`` names, in eval mode; :class:`vlmkit.loading.LoadError` if it cannot
+    load."""
+    from vlmkit.loading import load
 
-    return load_model(spec, device=device, what="MODEL").eval()
+    return load(spec, device=device, what="MODEL").eval()
 
 
 def model_id(model: Any, spec: str) -> str:

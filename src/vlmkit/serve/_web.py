@@ -173,13 +173,13 @@ def web_command(model_spec: str, host: str, port: int, device: str | None, seed:
 
     import torch
 
-    from vlmkit.chat import ChatError
+    from vlmkit.loading import LoadError
     from vlmkit.serve._model import load_served_model, model_id
 
     torch.manual_seed(seed)
     try:
         model = load_served_model(model_spec, device=device)
-    except ChatError as err:
+    except LoadError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
     page = build_page(model, model_id(model, model_spec), bridge=getattr(model, "bridge", None))
