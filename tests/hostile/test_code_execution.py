@@ -32,7 +32,7 @@ try:
 except Exception as err:
     out["from_pretrained"] = type(err).__name__ + ": " + str(err)
 try:
-    vlmkit.load(sys.argv[1])
+    vlmkit.load(sys.argv[1], what="--model")
     out["chat"] = "loaded"
 except LoadError as err:
     out["chat"] = str(err)
