@@ -176,12 +176,17 @@ def _load_entry_point(
 def _fail(
     what: str, entry_point: str, distribution: str, err: BaseException, strict: bool
 ) -> None:
-    """Record a plugin's failure (for :func:`plugin_failures`), then raise it when ``strict``,
-    else warn."""
+    """Record a plugin's failure (for :func:`plugin_failures`; the first one is what a later
+    strict :func:`load_plugins` raises), then raise it when ``strict``, else warn."""
+    global _strict_error
     message = f"{what}: {type(err).__name__}: {err}"
     _failures.append(PluginFailure(entry_point, distribution, err))
+    error = PluginError(message)
+    error.__cause__ = err
+    if _strict_error is None:
+        _strict_error = error
     if strict:
-        raise PluginError(message) from err
+        raise error
     warnings.warn(message, PluginWarning, stacklevel=4)
 
 
@@ -219,11 +224,7 @@ def load_plugins(*, strict: bool | None = None) -> None:
                         if (ep.name, ep.value) in seen:  # same distribution on sys.path twice
                             continue
                         seen.add((ep.name, ep.value))
-                        try:
-                            _load_entry_point(pm, ep, sigint, strict)
-                        except PluginError as err:
-                            _strict_error = err
-                            raise
+                        _load_entry_point(pm, ep, sigint, strict)
             _manager_of_loaded[:] = [pm]
             _loaded = True
         except PluginError:
@@ -259,9 +260,21 @@ def register_commands(cli: Any) -> None:
     a plugin may also add commands to a group that is there (e.g. ``vlmkit bench``).
 
     A plugin whose ``vlmkit_register_commands`` raises, or replaces a command that is already
-    there, is rolled back (``cli`` keeps the commands it had) and reported as a failure.
+    there, is rolled back (``cli`` keeps the commands it had) and reported as a failure. This
+    runs while the command line is built, so it never raises: every plugin is tried, and under
+    ``VLMKIT_STRICT_PLUGINS=1`` the first failure is raised by the next :func:`load_plugins` (a
+    command's) instead of warned about here.
     """
-    load_plugins()
+    strict = strict_mode()
+    with warnings.catch_warnings():
+        if strict:
+            warnings.simplefilter("ignore", PluginWarning)
+        load_plugins(strict=False)
+        _add_commands(cli)
+
+
+def _add_commands(cli: Any) -> None:
+    """Call each loaded plugin's ``vlmkit_register_commands``, rolling back the ones that fail."""
     if not _manager_of_loaded:
         return
     pm = _manager_of_loaded[0]
@@ -280,20 +293,22 @@ def register_commands(cli: Any) -> None:
             _restore(cli, before)
             _fail(f"vlmkit plugin {plugin.entry_point!r} from distribution {plugin.distribution} "
                   f"{plugin.version} failed to add commands", plugin.entry_point,
-                  f"{plugin.distribution} {plugin.version}", err, strict_mode())  # fmt: skip
+                  f"{plugin.distribution} {plugin.version}", err, False)  # fmt: skip
             continue
         plugin.commands = tuple(sorted(" ".join(p) for p in set(after) - set(before)))
 
 
 def plugin_failures() -> list[PluginFailure]:
-    """``[(entry_point, distribution, error)]`` for every plugin that failed to load."""
-    load_plugins()
+    """``[(entry_point, distribution, error)]`` for every plugin that failed to load (a report:
+    it does not raise, also under ``VLMKIT_STRICT_PLUGINS=1``)."""
+    load_plugins(strict=False)
     return list(_failures)
 
 
 def loaded_plugins() -> list[LoadedPlugin]:
-    """The entry-point plugins that loaded, with the components each registered."""
-    load_plugins()
+    """The entry-point plugins that loaded, with the components each registered (a report: it
+    does not raise)."""
+    load_plugins(strict=False)
     return list(_plugins)
 
 
