@@ -157,6 +157,16 @@ _CHATML = ChatTemplate(
     add_bos=False,
 )
 
+_MISTRAL_INSTRUCT = ChatTemplate(
+    name="mistral_instruct",
+    system_format="<<SYS>>\n{system}\n<</SYS>>\n\n",
+    system_in_first_user=True,
+    user_format="[INST] {content} [/INST]",
+    answer_format=" {content} </s>",
+    round_sep="<s>",
+    stop_str="</s>",
+)
+
 CHAT_TEMPLATES: dict[str, ChatTemplate] = {
     t.name: t
     for t in (
@@ -178,26 +188,9 @@ CHAT_TEMPLATES: dict[str, ChatTemplate] = {
             answer_format="{content}<end_of_turn>\n<eos>",
             stop_str="<end_of_turn>",
         ),
-        ChatTemplate(
-            name="mistral_instruct",
-            system_format="<<SYS>>\n{system}\n<</SYS>>\n\n",
-            system_in_first_user=True,
-            user_format="[INST] {content} [/INST]",
-            answer_format=" {content} </s>",
-            round_sep="<s>",
-            stop_str="</s>",
-        ),
+        _MISTRAL_INSTRUCT,
         # LLaVA's Llama-2 format, which MGM keeps: mistral_instruct with a default system text.
-        ChatTemplate(
-            name="llava_llama_2",
-            system=_VISION_ASSISTANT_SYSTEM,
-            system_format="<<SYS>>\n{system}\n<</SYS>>\n\n",
-            system_in_first_user=True,
-            user_format="[INST] {content} [/INST]",
-            answer_format=" {content} </s>",
-            round_sep="<s>",
-            stop_str="</s>",
-        ),
+        dataclasses.replace(_MISTRAL_INSTRUCT, name="llava_llama_2", system=_VISION_ASSISTANT_SYSTEM),
         ChatTemplate(
             name="chatml_direct",
             system="Answer the questions.",

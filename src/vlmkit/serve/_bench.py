@@ -154,15 +154,11 @@ def bench_serve_command(
     """Load-test `vlmkit serve` on 127.0.0.1: one at a time, then CLIENTS at once."""
     import torch
 
-    from vlmkit.loading import LoadError
     from vlmkit.serve._app import ServeSettings, create_app
     from vlmkit.serve._model import load_served_model, model_id
 
     torch.manual_seed(0)
-    try:
-        model = load_served_model(model_spec)
-    except LoadError as err:
-        raise click.ClickException(str(err)) from None
+    model = load_served_model(model_spec)
     name = model_id(model, model_spec)
     bodies = _requests(n_requests, max_tokens, name)
     results: dict[str, Any] = {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 host_option = click.option(
@@ -80,16 +78,11 @@ def serve_command(
     import torch
     import uvicorn
 
-    from vlmkit.loading import LoadError
     from vlmkit.serve._app import ServeSettings, create_app
     from vlmkit.serve._model import load_served_model, model_id
 
     torch.manual_seed(seed)
-    try:
-        model = load_served_model(model_spec, device=device)
-    except LoadError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    model = load_served_model(model_spec, device=device)
     settings = ServeSettings(
         model_id=model_id(model, model_spec),
         allow_dirs=tuple(allow_dirs),

@@ -169,19 +169,12 @@ def _conversation(
 )
 def web_command(model_spec: str, host: str, port: int, device: str | None, seed: int) -> None:
     """Chat with MODEL in the browser: a Gradio page on http://HOST:PORT."""
-    import sys
-
     import torch
 
-    from vlmkit.loading import LoadError
     from vlmkit.serve._model import load_served_model, model_id
 
     torch.manual_seed(seed)
-    try:
-        model = load_served_model(model_spec, device=device)
-    except LoadError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    model = load_served_model(model_spec, device=device)
     page = build_page(model, model_id(model, model_spec), bridge=getattr(model, "bridge", None))
     click.echo(f"vlmkit web: {model_id(model, model_spec)} on http://{host}:{port}")
     try:
